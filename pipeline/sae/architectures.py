@@ -1,0 +1,134 @@
+"""The three SAE kinds in common use: TopK, ReLU (L1-trained) and JumpReLU.
+
+They differ only in the activation that turns pre-activations into codes; weights,
+hook behaviour and files are the base class's.
+
+TopK selects on the pre-activations and applies ReLU to the k selected values. As a
+dense vector that equals `TopK(ReLU(pre))`: both keep the largest positive entries and
+zero the rest. It is cheaper (ReLU on [N, k] instead of [N, F]) and it keeps the k
+indices meaningful: when fewer than k pre-activations are positive, the extra slots
+name the next-best latents with value 0. So a token has *at most* k non-zero codes,
+exactly k whenever k pre-activations are positive, which random init guarantees in
+practice (see `Sae.reset_parameters`) and trained SAEs nearly always satisfy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from pipeline.sae.base import Sae, _can_write_inplace
+from pipeline.sae.config import SaeConfig
+
+
+class TopKSae(Sae):
+    """`z = TopK(ReLU(W_enc (x - b_dec) + b_enc))`, `x_hat = W_dec z + b_dec`, k per token."""
+
+    architecture = "topk"
+
+    def __init__(
+        self,
+        n_latents: int,
+        n_inputs: int,
+        k: int,
+        *,
+        apply_b_dec_to_input: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        splice: bool = False,
+    ):
+        config = SaeConfig(
+            architecture="topk",
+            n_inputs=n_inputs,
+            n_latents=n_latents,
+            k=k,
+            apply_b_dec_to_input=apply_b_dec_to_input,
+        )
+        super().__init__(config, dtype=dtype, device=device, splice=splice)
+
+    @property
+    def k(self) -> int:
+        return self.config.k
+
+    def _topk(self, pre_NF: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        values_NK, indices_NK = pre_NF.topk(self.k, dim=1)
+        values_NK = values_NK.relu_() if _can_write_inplace(values_NK) else values_NK.relu()
+        return values_NK, indices_NK
+
+    def encode_topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values [..., k], indices [..., k]), values descending; no dense [N, F] codes built."""
+        x_ND, lead = self._rows(x)
+        values_NK, indices_NK = self._topk(self.pre_activations(x_ND))
+        return values_NK.reshape(*lead, self.k), indices_NK.reshape(*lead, self.k)
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_topk(x)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense codes [..., F] with at most (in practice exactly) k non-zeros per row."""
+        x_ND, lead = self._rows(x)
+        pre_NF = self.pre_activations(x_ND)
+        values_NK, indices_NK = self._topk(pre_NF)
+        # The pre-activation buffer is dead after topk: reuse it for the dense codes.
+        if _can_write_inplace(pre_NF):
+            dense_NF = pre_NF.zero_().scatter_(1, indices_NK, values_NK)
+        else:
+            dense_NF = torch.zeros_like(pre_NF).scatter(1, indices_NK, values_NK)
+        return dense_NF.reshape(*lead, self.n_latents)
+
+
+class ReluSae(Sae):
+    """The standard SAE trained with an L1 penalty: `z = ReLU(W_enc (x - b_dec) + b_enc)`."""
+
+    architecture = "standard"
+
+    def __init__(
+        self,
+        n_latents: int,
+        n_inputs: int,
+        *,
+        apply_b_dec_to_input: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        splice: bool = False,
+    ):
+        config = SaeConfig(
+            architecture="standard",
+            n_inputs=n_inputs,
+            n_latents=n_latents,
+            apply_b_dec_to_input=apply_b_dec_to_input,
+        )
+        super().__init__(config, dtype=dtype, device=device, splice=splice)
+
+    def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
+        return pre_NF.relu_() if _can_write_inplace(pre_NF) else pre_NF.relu()
+
+
+class JumpReluSae(Sae):
+    """`z = pre * (pre > threshold)` with one learned threshold per latent (Gemma Scope)."""
+
+    architecture = "jumprelu"
+
+    def __init__(
+        self,
+        n_latents: int,
+        n_inputs: int,
+        *,
+        apply_b_dec_to_input: bool = True,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        splice: bool = False,
+    ):
+        config = SaeConfig(
+            architecture="jumprelu",
+            n_inputs=n_inputs,
+            n_latents=n_latents,
+            apply_b_dec_to_input=apply_b_dec_to_input,
+        )
+        super().__init__(config, dtype=dtype, device=device, splice=splice)
+        # Zero thresholds make a fresh JumpReLU SAE a ReLU SAE until real ones are loaded.
+        self.threshold = nn.Parameter(torch.zeros(n_latents, dtype=dtype, device=device))
+
+    def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
+        keep_NF = (pre_NF > self.threshold) & (pre_NF > 0)
+        return pre_NF.mul_(keep_NF) if _can_write_inplace(pre_NF) else pre_NF * keep_NF

@@ -1,0 +1,361 @@
+"""`Sae`: one object that is an `nn.Module`, a `Detector` and a `Controller`.
+
+Why it is built this way:
+
+- One hook, two roles. The forward hook encodes the layer's output once; the codes are
+  kept (detector) and, only when a concept is edited or `splice` is on, used to build the
+  replacement (controller). With nothing edited the hook returns None, so the model's
+  output is bit-identical to a run without the SAE. During
+  `execute_inference(..., with_controllers=False)` codes are still kept.
+- Edits add only the change they cause: `x + decode(z') - decode(z)` keeps the SAE's
+  reconstruction error in the residual stream, and since decoding is linear this is
+  `x + (z'_S - z_S) @ W_dec[S]` over the touched latents S only. `splice=True` returns
+  `decode(z')` instead (the reconstruction replaces the activations).
+- Codes stay sparse: every SAE hands out `(values_NK, indices_NK)`; a TopK SAE has
+  exactly k slots per token, the ReLU kinds as many as the busiest token needs.
+- Computation happens in the SAE's dtype and device (a float32 SAE on a bfloat16
+  model); `Controller._checked` casts the replacement back.
+- Weights use SAELens's names and layout (`W_enc [D, F]`, `W_dec [F, D]`), so a
+  published SAE loads without transposes.
+
+Legend: B batch, T tokens, N token rows, D input width (n_inputs), F latents
+(n_latents), K code slots per row, S edited latents.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as nnf
+from torch import nn
+
+from pipeline.hooks.controller import Controller
+from pipeline.hooks.detector import Detector
+from pipeline.hooks.hook import HookType, hidden_state_of, replace_hidden_state
+from pipeline.sae.concepts import Concepts
+from pipeline.sae.config import SaeConfig
+from pipeline.sae.io import read_sae_folder, write_sae_folder
+
+
+@dataclass(frozen=True)
+class SparseCodes:
+    """The codes of one batch's real tokens (padding dropped), on CPU.
+
+    Row n is token `position_N[n]` of batch row `batch_N[n]`; its code has value
+    `values_NK[n, j]` at latent `indices_NK[n, j]`. Slots with value 0 are inactive
+    (a ReLU'd top-k entry, or filler in a ragged ReLU batch).
+    """
+
+    values_NK: torch.Tensor
+    indices_NK: torch.Tensor
+    batch_N: torch.Tensor
+    position_N: torch.Tensor
+    n_latents: int
+
+    def __len__(self) -> int:
+        return self.values_NK.shape[0]
+
+    def to_dense(self) -> torch.Tensor:
+        """Dense codes [N, F]."""
+        dense = self.values_NK.new_zeros((len(self), self.n_latents))
+        return dense.scatter_(1, self.indices_NK, self.values_NK)
+
+    def latent(self, neuron_idx: int) -> torch.Tensor:
+        """Code of one latent for every row [N] (0 where it is not active)."""
+        return (self.values_NK * (self.indices_NK == neuron_idx)).sum(1)
+
+
+def _can_write_inplace(t: torch.Tensor) -> bool:
+    return not (torch.is_grad_enabled() and t.requires_grad)
+
+
+class Sae(nn.Module, Detector, Controller):
+    """Base of every SAE: weights, encode/decode, the hook, save/load.
+
+    Subclasses set `architecture` and implement `_activate(pre_NF)` (dense codes), or
+    override `encode`/`encode_sparse` for sparse activations (TopK).
+    """
+
+    architecture: ClassVar[str] = ""
+    _registry: ClassVar[dict[str, type[Sae]]] = {}
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.__dict__.get("architecture"):
+            Sae._registry[cls.architecture] = cls
+
+    def __init__(
+        self,
+        config: SaeConfig,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
+        splice: bool = False,
+    ):
+        if config.architecture != self.architecture:
+            raise ValueError(f"{type(self).__name__} needs architecture {self.architecture!r}, got {config.architecture!r}")
+        nn.Module.__init__(self)
+        Detector.__init__(self, hook_type=HookType.FORWARD)
+        self.config = config
+        factory = {"dtype": dtype, "device": device}
+        self.W_enc = nn.Parameter(torch.empty(config.n_inputs, config.n_latents, **factory))
+        self.b_enc = nn.Parameter(torch.zeros(config.n_latents, **factory))
+        self.W_dec = nn.Parameter(torch.empty(config.n_latents, config.n_inputs, **factory))
+        self.b_dec = nn.Parameter(torch.zeros(config.n_inputs, **factory))
+        self.splice = splice
+        self.concepts = Concepts(self)
+        self.tokenizer = None  # set by check_layer (lm.attach_sae); used to show texts
+        self._latest: SparseCodes | None = None
+        self.reset_parameters()
+
+    # --- facts ---------------------------------------------------------------------------
+    @property
+    def n_inputs(self) -> int:
+        return self.config.n_inputs
+
+    @property
+    def n_latents(self) -> int:
+        return self.config.n_latents
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.W_enc.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.W_enc.device
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Random unit-norm decoder rows, encoder tied to the decoder, zero biases.
+
+        Every pre-activation is then a projection of `x - b_dec` on a random direction:
+        about half are positive for any input, so TopK codes have k real latents.
+        """
+        w_FD = torch.randn(self.n_latents, self.n_inputs, dtype=torch.float32, device=self.device)
+        w_FD /= w_FD.norm(dim=1, keepdim=True)
+        self.W_dec.copy_(w_FD)
+        self.W_enc.copy_(w_FD.T)
+        self.b_enc.zero_()
+        self.b_dec.zero_()
+
+    @torch.no_grad()
+    def normalize_decoder_(self) -> None:
+        """Scale every decoder row (one latent's direction) to unit norm, in place."""
+        self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+    # --- encode / decode -----------------------------------------------------------------
+    def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
+        if x.shape[-1] != self.n_inputs:
+            raise ValueError(f"{type(self).__name__} reads width n_inputs={self.n_inputs}, got input of shape {tuple(x.shape)}")
+        return x.reshape(-1, self.n_inputs), tuple(x.shape[:-1])
+
+    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
+        """`W_enc (x - b_dec) + b_enc` as [N, F] for rows x [N, D], one addmm."""
+        x_ND = x - self.b_dec if self.config.apply_b_dec_to_input else x
+        return torch.addmm(self.b_enc, x_ND, self.W_enc)
+
+    def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Dense codes [..., F] of activations [..., D]."""
+        x_ND, lead = self._rows(x)
+        return self._activate(self.pre_activations(x_ND)).reshape(*lead, self.n_latents)
+
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes as (values [..., K], indices [..., K]), K the most non-zeros of any row."""
+        codes_NF = self.encode(x).reshape(-1, self.n_latents)
+        num_slots = max(1, int((codes_NF > 0).sum(1).max())) if codes_NF.shape[0] else 1
+        values_NK, indices_NK = codes_NF.topk(num_slots, dim=1)
+        lead = tuple(x.shape[:-1])
+        return values_NK.reshape(*lead, num_slots), indices_NK.reshape(*lead, num_slots)
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """`W_dec z + b_dec` for dense codes [..., F]."""
+        codes_NF = codes.reshape(-1, self.n_latents)
+        return torch.addmm(self.b_dec, codes_NF, self.W_dec).reshape(*codes.shape[:-1], self.n_inputs)
+
+    def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        """`W_dec z + b_dec` for sparse codes, gathering only the K decoder rows per token."""
+        num_slots = values.shape[-1]
+        x_hat_ND = nnf.embedding_bag(
+            indices.reshape(-1, num_slots),
+            self.W_dec,
+            per_sample_weights=values.reshape(-1, num_slots).to(self.dtype),
+            mode="sum",
+        )
+        return (x_hat_ND + self.b_dec).reshape(*values.shape[:-1], self.n_inputs)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The reconstruction `decode(encode(x))`."""
+        return self.decode_sparse(*self.encode_sparse(x))
+
+    # --- the hook --------------------------------------------------------------------------
+    def check_layer(self, lm, layer_signature: str | int) -> None:
+        """Called by `lm.attach_sae`: the layer's output width must be `n_inputs`."""
+        width = layer_output_width(lm, layer_signature)
+        if width != self.n_inputs:
+            raise ValueError(
+                f"{type(self).__name__} has n_inputs={self.n_inputs} but layer {layer_signature!r} "
+                f"({lm.layers.resolve(layer_signature)!r}) outputs width {width}; "
+                "attach it to a layer of that width or use an SAE trained on this layer"
+            )
+        self.tokenizer = lm.tokenizer
+
+    @property
+    def latest_codes(self) -> SparseCodes | None:
+        """Codes of the last batch's real tokens (of the layer's original output)."""
+        return self._latest
+
+    def get_captured(self) -> SparseCodes | None:
+        return self._latest
+
+    def clear_captured(self) -> None:
+        self._latest = None
+
+    def _encode_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x_ND, _ = self._rows(hidden)
+        x_ND = x_ND.to(device=self.device, dtype=self.dtype)
+        with torch.no_grad():
+            values_NK, indices_NK = self.encode_sparse(x_ND)
+        return x_ND, values_NK, indices_NK
+
+    def _record(self, shape: torch.Size, values_NK: torch.Tensor, indices_NK: torch.Tensor) -> None:
+        num_rows = values_NK.shape[0]
+        if len(shape) == 3:
+            batch, seq = shape[0], shape[1]
+            batch_N = torch.arange(batch).repeat_interleave(seq)
+            position_N = torch.arange(seq).repeat(batch)
+        else:
+            batch_N, position_N = torch.arange(num_rows), torch.zeros(num_rows, dtype=torch.long)
+        values_NK = values_NK.detach().to("cpu", copy=True)
+        indices_NK = indices_NK.to("cpu", copy=True)
+        mask_BT = self.real_token_mask(shape)
+        if mask_BT is not None:
+            keep_N = mask_BT.reshape(-1).cpu()
+            values_NK, indices_NK = values_NK[keep_N], indices_NK[keep_N]
+            batch_N, position_N = batch_N[keep_N], position_N[keep_N]
+        self._latest = SparseCodes(values_NK, indices_NK, batch_N, position_N, self.n_latents)
+        self.concepts._observe(self._latest, self.context)
+
+    def _control(self, x_ND, values_NK, indices_NK) -> torch.Tensor | None:
+        """The replacement rows [N, D], or None to keep the layer's output as it is."""
+        edits = self.concepts.edit_tensors(self.device, self.dtype)
+        if edits is None and not self.splice:
+            return None
+        with torch.no_grad():
+            base_ND = self.decode_sparse(values_NK, indices_NK) if self.splice else x_ND
+            if edits is None:
+                return base_ND
+            latents_S, scale_S, is_set_S, value_S = edits
+            old_NS = (values_NK.unsqueeze(2) * (indices_NK.unsqueeze(2) == latents_S)).sum(1)
+            new_NS = torch.where(is_set_S, value_S, old_NS * scale_S)
+            return base_ND + (new_NS - old_NS) @ self.W_dec[latents_S]
+
+    def _on_forward(self, module, args, output):
+        hidden = hidden_state_of(output)
+        if hidden is None:
+            return None
+        x_ND, values_NK, indices_NK = self._encode_hidden(hidden)
+        self._record(hidden.shape, values_NK, indices_NK)
+        if not self.context.controllers_enabled:
+            return None
+        new_ND = self._control(x_ND, values_NK, indices_NK)
+        if new_ND is None:
+            return None
+        new = self._checked(hidden, new_ND.reshape(hidden.shape))
+        return replace_hidden_state(output, new)
+
+    def _on_pre_forward(self, module, args, kwargs):
+        raise TypeError(f"{type(self).__name__} is a FORWARD hook; it reads a layer's output")
+
+    def process_activations(self, module, input, output) -> None:
+        """Detector role on its own: keep the codes of `output` [B, T, D]."""
+        if output is not None:
+            _, values_NK, indices_NK = self._encode_hidden(output)
+            self._record(output.shape, values_NK, indices_NK)
+
+    def modify_activations(self, module, inputs, output):
+        """Controller role on its own: the edited `output`, or None when nothing is edited."""
+        if output is None:
+            return None
+        new_ND = self._control(*self._encode_hidden(output))
+        return None if new_ND is None else new_ND.reshape(output.shape)
+
+    # --- files -----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write `cfg.json` + `sae_weights.safetensors` (SAELens layout) into folder `path`."""
+        metadata = {"class": type(self).__name__}
+        if self.layer_signature is not None:
+            metadata["layer_signature"] = self.layer_signature
+        return write_sae_folder(path, self.config, self.state_dict(), self.dtype, metadata)
+
+    @classmethod
+    def from_config(
+        cls, config: SaeConfig, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None
+    ) -> Sae:
+        """A freshly initialised SAE of the class `config.architecture` names."""
+        sae_cls = Sae._registry.get(config.architecture)
+        if sae_cls is None:
+            raise ValueError(f"no SAE class for architecture {config.architecture!r}")
+        if not issubclass(sae_cls, cls):
+            raise TypeError(f"the config describes a {config.architecture} SAE ({sae_cls.__name__}), not a {cls.__name__}")
+        kwargs = {"apply_b_dec_to_input": config.apply_b_dec_to_input, "dtype": dtype, "device": device}
+        if config.k is not None:
+            kwargs["k"] = config.k
+        return sae_cls(config.n_latents, config.n_inputs, **kwargs)
+
+    @classmethod
+    def load(
+        cls, path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+    ) -> Sae:
+        """Load an SAE folder (ours or SAELens's); `dtype` defaults to the folder's."""
+        config, tensors, cfg_dtype = read_sae_folder(path)
+        dtype = dtype or cfg_dtype or tensors["W_enc"].dtype
+        sae = cls.from_config(config, dtype=dtype, device=device)
+        sae.load_state_dict(tensors)
+        return sae
+
+
+def load_sae(path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Sae:
+    """Load any SAE folder: the class follows `cfg.json`'s `architecture`."""
+    return Sae.load(path, device=device, dtype=dtype)
+
+
+def layer_output_width(lm, layer_signature: str | int) -> int:
+    """Last-dimension width of a layer's output, from a one-token forward pass.
+
+    Every registered hook is switched off for the pass and the batch context restored
+    afterwards, so no detector records the probe and no controller edits it.
+    """
+    module = lm.layers.get(layer_signature)
+    seen: dict[str, tuple[int, ...]] = {}
+
+    def grab(mod, args, output):
+        hidden = hidden_state_of(output)
+        if hidden is not None:
+            seen["shape"] = tuple(hidden.shape)
+
+    hooks = lm.layers.registered()
+    was_enabled = [hook.enabled for hook in hooks]
+    saved_context = dataclasses.replace(lm.context)
+    handle = module.register_forward_hook(grab)
+    try:
+        for hook in hooks:
+            hook.disable()
+        input_ids = torch.full((1, 1), lm.pad_token_id, dtype=torch.long, device=lm.device)
+        lm.inference.forward_ids(input_ids, stop_after=layer_signature)
+    finally:
+        handle.remove()
+        for hook, enabled in zip(hooks, was_enabled, strict=True):
+            hook.enabled = enabled
+        for field in dataclasses.fields(saved_context):
+            setattr(lm.context, field.name, getattr(saved_context, field.name))
+    if "shape" not in seen:
+        raise ValueError(f"layer {layer_signature!r} produced no tensor output; an SAE can not read it")
+    return seen["shape"][-1]

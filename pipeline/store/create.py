@@ -1,0 +1,197 @@
+"""Create a store directory, or decide that an existing one may be resumed.
+
+Creation writes docs.parquet and the full-size Zarr arrays first and store.json last, so a
+directory with store.json is always a complete, empty-or-partly-filled store. Deleting is
+guarded: we only ever remove the entries a store is made of, and refuse to touch a
+non-empty directory that is not a store, even with overwrite=True.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import warnings
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+import zarr
+
+from pipeline.store.dtypes import check_logical_dtype, stored_dtype
+from pipeline.store.layout import (
+    DOCS_PARQUET,
+    FORMAT_VERSION,
+    KNOWN_ENTRIES,
+    STORE_JSON,
+    TMP_SUFFIX,
+    TOKENS_DIR,
+    UNITS_DIR,
+    ZARR_DIR,
+    temp_sibling,
+    unit_name_width,
+)
+from pipeline.store.meta import (
+    StoreMismatchError,
+    fingerprint_differences,
+    pipeline_version,
+    read_store_json,
+    write_json_atomic,
+)
+from pipeline.store.plan import TokenPlan
+from pipeline.store.shards import inner_chunk_rows
+
+
+def validate_hooks(hooks: dict[str, int]) -> dict[str, int]:
+    """Hook names become Zarr array names; widths must be positive ints."""
+    if not isinstance(hooks, dict) or not hooks:
+        raise ValueError("hooks must be a non-empty dict of hook name -> width d")
+    for name, d in hooks.items():
+        if not isinstance(name, str) or not name or "/" in name or name.startswith("__"):
+            raise ValueError(
+                f"hooks: {name!r} cannot name a Zarr array (non-empty, no '/', no leading '__')"
+            )
+        if name in (".", ".."):
+            raise ValueError(f"hooks: {name!r} cannot name a Zarr array")
+        if not isinstance(d, int) or isinstance(d, bool) or d < 1:
+            raise ValueError(f"hooks[{name!r}] must be a positive int width, got {d!r}")
+    return dict(hooks)
+
+
+def build_fingerprint(
+    meta: dict[str, Any], hooks: dict[str, int], dtype: str, plan: TokenPlan
+) -> dict[str, Any]:
+    """The caller's meta plus what the store itself knows decides the bytes.
+
+    `meta` may repeat derived fields (dtype, hooks, context_length, ...) but must agree.
+    """
+    derived = {
+        "hooks": validate_hooks(hooks),
+        "dtype": check_logical_dtype(dtype),
+        "context_length": plan.config.context_length,
+        "mode": plan.config.mode,
+        "rows_per_unit": plan.config.rows_per_unit,
+        "max_tokens": plan.config.max_tokens,
+        "num_rows": plan.num_rows,
+        "plan_fingerprint": plan.fingerprint(),
+    }
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+    for key, value in meta.items():
+        try:
+            json.dumps(value)
+        except TypeError as e:
+            raise ValueError(f"meta[{key!r}] must be JSON-serialisable: {e}") from e
+        if key in derived and not _agrees(key, value, derived[key]):
+            raise ValueError(
+                f"meta[{key!r}] = {value!r} disagrees with the store's {key} = {derived[key]!r}"
+            )
+    return json.loads(json.dumps({**meta, **derived}))
+
+
+def _agrees(key: str, given: Any, derived: Any) -> bool:
+    if key == "hooks" and isinstance(given, list | tuple):
+        return list(given) == list(derived)
+    return json.loads(json.dumps(given)) == json.loads(json.dumps(derived))
+
+
+def open_existing(root: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
+    """store.json of a store with this exact fingerprint, else StoreMismatchError."""
+    stored = read_store_json(root)
+    differences = fingerprint_differences(stored["fingerprint"], fingerprint)
+    if differences:
+        raise StoreMismatchError(root, differences)
+    return stored
+
+
+def prepare_directory(root: Path, overwrite: bool) -> bool:
+    """Make `root` ready; True if it already holds a store to resume (and not overwriting)."""
+    if root.exists() and not root.is_dir():
+        raise ValueError(f"store path {root} is an existing file; give a directory path")
+    if not root.exists():
+        return False
+    entries = {entry.name for entry in root.iterdir()}
+    ours = {name for name in entries if name in KNOWN_ENTRIES or _is_our_temp(name)}
+    if entries - ours:
+        raise ValueError(
+            f"store path {root} is a non-empty directory that is not an activation store "
+            f"(it holds {sorted(entries - ours)[:5]}); refusing to write or delete there"
+        )
+    if STORE_JSON in entries and not overwrite:
+        return True
+    # Overwrite, or a creation that crashed before store.json: nothing committed, remove it.
+    for name in ours:
+        path = root / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return False
+
+
+def _is_our_temp(name: str) -> bool:
+    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+
+
+def create_store(
+    root: Path, fingerprint: dict[str, Any], hooks: dict[str, int], dtype: str, plan: TokenPlan
+) -> dict[str, Any]:
+    """Write docs.parquet, the empty full-size arrays, the folders, then store.json."""
+    root.mkdir(parents=True, exist_ok=True)
+    docs_tmp = temp_sibling(root / DOCS_PARQUET)
+    pq.write_table(plan.docs, docs_tmp, compression="zstd")
+    os.replace(docs_tmp, root / DOCS_PARQUET)
+
+    group = zarr.open_group(root / ZARR_DIR, mode="w", zarr_format=3)
+    group.attrs.update({"format_version": FORMAT_VERSION, "num_rows": plan.num_rows})
+    feature_dim = "feature" if len(set(hooks.values())) == 1 else None
+    stored = stored_dtype(dtype)
+    hooks_meta = {}
+    for name, d in hooks.items():
+        chunk_rows = inner_chunk_rows(plan.rows_per_unit, d * stored.itemsize)
+        group.create_array(
+            name,
+            shape=(plan.num_rows, d),
+            dtype=stored,
+            shards=(plan.rows_per_unit, d),
+            chunks=(chunk_rows, d),
+            compressors=None,
+            filters=None,
+            fill_value=0,
+            dimension_names=["row", feature_dim or f"feature_{d}"],
+            attributes={"logical_dtype": dtype, "hook": name},
+        )
+        hooks_meta[name] = {
+            "d": d,
+            "array": f"{ZARR_DIR}/{name}",
+            "logical_dtype": dtype,
+            "stored_dtype": stored.name,
+            "shard_rows": plan.rows_per_unit,
+            "chunk_rows": chunk_rows,
+        }
+    (root / TOKENS_DIR).mkdir(exist_ok=True)
+    (root / UNITS_DIR).mkdir(exist_ok=True)
+    store_json = {
+        "format_version": FORMAT_VERSION,
+        "pipeline_version": pipeline_version(),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "fingerprint": fingerprint,
+        "hooks": hooks_meta,
+        "dtype": dtype,
+        "num_rows": plan.num_rows,
+        "num_units": plan.num_units,
+        "num_windows": plan.num_windows,
+        "rows_per_unit": plan.rows_per_unit,
+        "unit_name_width": unit_name_width(plan.num_units),
+        "plan": plan.stats.to_dict(),
+    }
+    write_json_atomic(root / STORE_JSON, store_json)
+    return store_json
+
+
+def consolidate(root: Path) -> None:
+    """Consolidate Zarr metadata once, at the end (xarray reads it in one request)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
+        zarr.consolidate_metadata(root / ZARR_DIR)

@@ -1,0 +1,261 @@
+"""StoreWriter: write units of activations exactly once, from at-least-once execution.
+
+Per unit, in this order: (1) each hook's Zarr shard (whole shards only, so no two writers
+ever share a file, and rewriting is harmless), (2) the unit's token table as a hidden temp
+Parquet file renamed into place, (3) the commit record `units/unit-N.json`, via temp +
+fsync + rename. Only (3) makes the unit committed; a crash before it leaves the unit
+pending and the next run rewrites the same bytes. With `fsync=True` (the default) the data
+files are fsynced before the record is written, so a committed unit survives a power loss.
+
+Legend: R rows in the unit, D width of a hook.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import zarr
+
+from pipeline.store.create import (
+    build_fingerprint,
+    consolidate,
+    create_store,
+    open_existing,
+    prepare_directory,
+)
+from pipeline.store.dtypes import stored_dtype
+from pipeline.store.layout import (
+    SUCCESS,
+    TMP_SUFFIX,
+    ZARR_DIR,
+    record_file,
+    temp_sibling,
+    tokens_file,
+)
+from pipeline.store.manifest import build_record, committed_units
+from pipeline.store.meta import pipeline_version, write_json_atomic
+from pipeline.store.plan import TokenPlan
+from pipeline.store.shards import direct_write_supported, write_shard
+
+
+class UnitWriteError(OSError):
+    """Writing a unit failed on disk; the unit stays pending. `errno` is the original's."""
+
+
+class StoreWriter:
+    """Writes the units of one store. Build it with `StoreWriter.create_or_open`."""
+
+    def __init__(self, root: Path, store_json: dict[str, Any], plan: TokenPlan, fsync: bool):
+        self.root = root
+        self.store_json = store_json
+        self.plan = plan
+        self.fsync = fsync
+        self.hooks: dict[str, int] = {name: h["d"] for name, h in store_json["hooks"].items()}
+        self.dtype: str = store_json["dtype"]
+        self._stored = stored_dtype(self.dtype)
+        self._width: int = store_json["unit_name_width"]
+        group = zarr.open_group(root / ZARR_DIR, mode="r+")
+        self._arrays = {name: group[name] for name in self.hooks}
+        self._direct = {name: direct_write_supported(a) for name, a in self._arrays.items()}
+
+    @classmethod
+    def create_or_open(
+        cls,
+        path: str | os.PathLike,
+        meta: dict[str, Any],
+        hooks: dict[str, int],
+        dtype: str,
+        plan: TokenPlan,
+        overwrite: bool = False,
+        fsync: bool = True,
+    ) -> StoreWriter:
+        """Create the store, or open it to resume if its fingerprint equals this run's.
+
+        meta: what decides the bytes besides the plan (model id, weights hash, tokenizer,
+            corpus fingerprint, ...); JSON values. hooks: hook name -> width d.
+        dtype: "float32", "float16" or "bfloat16". overwrite: delete an existing store first.
+        Raises StoreMismatchError (a ValueError) naming every differing field.
+        Not safe for concurrent creation: create once (driver), then open from workers.
+        """
+        root = Path(path)
+        fingerprint = build_fingerprint(meta, hooks, dtype, plan)
+        if prepare_directory(root, overwrite):
+            store_json = open_existing(root, fingerprint)
+        else:
+            store_json = create_store(root, fingerprint, hooks, dtype, plan)
+        return cls(root, store_json, plan, fsync)
+
+    def committed_units(self) -> set[int]:
+        return {u for u in committed_units(self.root) if u < self.plan.num_units}
+
+    def pending_units(self) -> list[int]:
+        """Units without a commit record, in order."""
+        done = self.committed_units()
+        return [u for u in range(self.plan.num_units) if u not in done]
+
+    def write_unit(
+        self,
+        unit: int,
+        activations: dict[str, np.ndarray],
+        timing: dict[str, Any] | None = None,
+        attempt: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        """Write and commit one unit; returns its commit record.
+
+        activations[hook]: [R, D] array of the stored dtype (float32, float16, or for
+        bfloat16 the raw bits as uint16, e.g. `tensor.view(torch.uint16).numpy()`).
+        timing / attempt: JSON-able dicts copied into the record (e.g. forward seconds,
+        worker id, attempt number).
+        """
+        start, stop = self.plan.unit_rows(unit)
+        arrays_RD = self._check(unit, stop - start, activations)
+        record_path = record_file(self.root, unit, self._width)
+        current = self.root
+        began = time.perf_counter()
+        try:
+            checksums = {}
+            for name, data_RD in arrays_RD.items():
+                current = self._shard_path(name, unit)
+                self._write_array(name, unit, start, stop, data_RD)
+                checksums[name] = {
+                    "sha256": hashlib.sha256(data_RD.data).hexdigest(),
+                    "shape": list(data_RD.shape),
+                    "stored_dtype": self._stored.name,
+                }
+            zarr_s = time.perf_counter() - began
+            current = tokens_file(self.root, unit, self._width)
+            tokens = self._write_tokens(current, start, stop)
+            windows = self.plan.windows_for_unit(unit)
+            record = build_record(
+                unit=unit,
+                rows=(start, stop),
+                windows=(windows[0], windows[-1] + 1),
+                arrays=checksums,
+                tokens=tokens,
+                timing={
+                    **(timing or {}),
+                    "store_zarr_s": round(zarr_s, 6),
+                    "store_total_s": round(time.perf_counter() - began, 6),
+                },
+                attempt=dict(attempt or {}),
+                pipeline_version=pipeline_version(),
+            )
+            current = record_path
+            write_json_atomic(record_path, record)
+        except OSError as e:
+            raise UnitWriteError(
+                e.errno,
+                f"could not write unit {unit} of store {self.root} (while writing {current}): "
+                f"{e.strerror or e}. No commit record was written: the unit stays pending "
+                "and a rerun redoes it",
+            ) from e
+        return record
+
+    def finalize(self) -> dict[str, Any]:
+        """After every unit is committed: remove stale temps, consolidate, write _SUCCESS."""
+        pending = self.pending_units()
+        if pending:
+            shown = ", ".join(map(str, pending[:20])) + (" ..." if len(pending) > 20 else "")
+            raise ValueError(
+                f"cannot finalize {self.root}: {len(pending)} of {self.plan.num_units} units "
+                f"are not committed (units {shown}); run the capture again to finish them"
+            )
+        self._remove_stale_temps()
+        consolidate(self.root)
+        success = {
+            "num_rows": self.plan.num_rows,
+            "num_units": self.plan.num_units,
+            "hooks": self.hooks,
+            "dtype": self.dtype,
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(self.root / SUCCESS, success)
+        return success
+
+    def _check(
+        self, unit: int, num_rows: int, activations: dict[str, Any]
+    ) -> dict[str, np.ndarray]:
+        """Validate every hook's array before anything is written."""
+        if set(activations) != set(self.hooks):
+            missing = sorted(set(self.hooks) - set(activations))
+            extra = sorted(set(activations) - set(self.hooks))
+            raise ValueError(f"unit {unit}: activations missing hooks {missing}, unknown {extra}")
+        checked = {}
+        for name, d in self.hooks.items():
+            data = activations[name]
+            if not isinstance(data, np.ndarray):
+                raise ValueError(
+                    f"unit {unit}, hook {name!r}: expected a numpy array, got {type(data).__name__}"
+                )
+            if data.shape != (num_rows, d):
+                raise ValueError(
+                    f"unit {unit}, hook {name!r}: expected shape {(num_rows, d)}, got {data.shape}"
+                )
+            if data.dtype.newbyteorder("=") != self._stored.newbyteorder("="):
+                hint = (
+                    " (bfloat16 is passed as its raw uint16 bits)"
+                    if self.dtype == "bfloat16"
+                    else ""
+                )
+                raise ValueError(
+                    f"unit {unit}, hook {name!r}: expected dtype {self._stored.name} for a "
+                    f"{self.dtype} store{hint}, got {data.dtype}"
+                )
+            checked[name] = np.ascontiguousarray(data, dtype=self._stored)
+        return checked
+
+    def _shard_path(self, name: str, unit: int) -> Path:
+        key = self._arrays[name].metadata.encode_chunk_key((unit, 0))
+        return self.root / ZARR_DIR / name / key
+
+    def _write_array(
+        self, name: str, unit: int, start: int, stop: int, data_RD: np.ndarray
+    ) -> None:
+        array = self._arrays[name]
+        if self._direct[name]:
+            write_shard(
+                self._shard_path(name, unit),
+                data_RD,
+                shard_rows=array.metadata.chunk_grid.chunk_shape[0],
+                chunk_rows=array.metadata.codecs[0].chunk_shape[0],
+                fsync=self.fsync,
+            )
+        else:  # zarr's own (slower) path, should its shard layout ever differ from ours
+            array.with_config({"write_empty_chunks": True})[start:stop] = data_RD
+
+    def _write_tokens(self, path: Path, start: int, stop: int) -> dict[str, Any]:
+        sink = pa.BufferOutputStream()
+        pq.write_table(self.plan.token_table(start, stop), sink, compression="zstd")
+        payload = sink.getvalue()
+        tmp = temp_sibling(path)
+        try:
+            with open(tmp, "wb") as f:
+                f.write(payload)
+                if self.fsync:
+                    f.flush()
+                    os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return {
+            "path": path.relative_to(self.root).as_posix(),
+            "sha256": hashlib.sha256(payload).hexdigest(),
+            "bytes": payload.size,
+            "num_rows": stop - start,
+        }
+
+    def _remove_stale_temps(self) -> None:
+        """Temps left by killed attempts (hidden, so no reader ever saw them)."""
+        for path in self.root.rglob(f".*{TMP_SUFFIX}"):
+            path.unlink(missing_ok=True)
+        for path in (self.root / ZARR_DIR).rglob("*.partial"):
+            path.unlink(missing_ok=True)
