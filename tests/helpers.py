@@ -73,3 +73,25 @@ def build_tiny_gpt2(
     model = GPT2LMHeadModel(config)
     model.save_pretrained(path)
     return path
+
+
+def store_arrays_equal(a, b) -> bool:
+    """Two stores hold byte-identical activation arrays and equal token tables."""
+    import numpy as np
+
+    from pipeline.store.reader import ActivationStore
+
+    left, right = ActivationStore.open(a), ActivationStore.open(b)
+    if left.hooks != right.hooks or left.num_rows != right.num_rows:
+        return False
+    for hook in left.hooks:
+        if not np.array_equal(left.activations(hook)[:], right.activations(hook)[:]):
+            return False
+    return left.tokens().equals(right.tokens())
+
+
+def leftover_temp_files(root) -> list:
+    """Hidden temp files anywhere in a store (none may remain after a finished run)."""
+    from pathlib import Path
+
+    return [p for p in Path(root).rglob(".*") if p.is_file() and not p.name.startswith(".fault-injected")]

@@ -41,7 +41,12 @@ from pipeline.store.layout import (
     tokens_file,
 )
 from pipeline.store.manifest import build_record, committed_units
-from pipeline.store.meta import pipeline_version, write_json_atomic
+from pipeline.store.meta import (
+    StoreMismatchError,
+    pipeline_version,
+    read_store_json,
+    write_json_atomic,
+)
 from pipeline.store.plan import TokenPlan
 from pipeline.store.shards import direct_write_supported, write_shard
 
@@ -83,7 +88,7 @@ class StoreWriter:
             corpus fingerprint, ...); JSON values. hooks: hook name -> width d.
         dtype: "float32", "float16" or "bfloat16". overwrite: delete an existing store first.
         Raises StoreMismatchError (a ValueError) naming every differing field.
-        Not safe for concurrent creation: create once (driver), then open from workers.
+        Not safe for concurrent creation: create once (driver), then `open` from workers.
         """
         root = Path(path)
         fingerprint = build_fingerprint(meta, hooks, dtype, plan)
@@ -91,6 +96,19 @@ class StoreWriter:
             store_json = open_existing(root, fingerprint)
         else:
             store_json = create_store(root, fingerprint, hooks, dtype, plan)
+        return cls(root, store_json, plan, fsync)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, plan: TokenPlan, fsync: bool = True) -> StoreWriter:
+        """Open a store the driver created, from a worker: never creates or deletes.
+
+        Raises StoreMismatchError if the store was planned differently from `plan`.
+        """
+        root = Path(path)
+        store_json = read_store_json(root)
+        old = store_json["fingerprint"].get("plan_fingerprint")
+        if old != plan.fingerprint():
+            raise StoreMismatchError(root, {"plan_fingerprint": (old, plan.fingerprint())})
         return cls(root, store_json, plan, fsync)
 
     def committed_units(self) -> set[int]:

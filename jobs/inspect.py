@@ -1,0 +1,33 @@
+"""Print a summary of an activation store: `python -m jobs.inspect STORE [--quick]`.
+
+Exit status: 0 if the store verifies, 1 if it is incomplete or damaged, 2 if it is not a store.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from pipeline.store.meta import NotAStoreError
+from pipeline.store.summary import describe_store
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m jobs.inspect", description=__doc__)
+    parser.add_argument("store", help="path of the store directory")
+    parser.add_argument("--rows", type=int, default=5, help="token rows to show (default 5)")
+    parser.add_argument(
+        "--quick", action="store_true", help="verify without reading data for checksums"
+    )
+    args = parser.parse_args(argv)
+    try:
+        text, verified = describe_store(args.store, args.rows, check_data=not args.quick)
+    except NotAStoreError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(text)
+    return 0 if verified else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

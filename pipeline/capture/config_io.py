@@ -1,0 +1,82 @@
+"""YAML files and `--set key=value` overrides, parsed into a `CaptureConfig`.
+
+The one place text becomes configuration. Keys are the dataclass fields; `corpus.*` keys
+go to the corpus. Unknown keys are errors that list the known ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.capture.config import CaptureConfig
+from pipeline.store.corpus import CorpusConfig
+
+
+def _known(cls) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """`["hooks=[layer_1]", "corpus.path=x.jsonl"]` -> a nested dict (values parsed as YAML)."""
+    result: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--set takes key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        value = yaml.safe_load(raw) if raw != "" else None
+        target = result
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[leaf] = value
+    return result
+
+
+def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
+    values = dict(values)
+    unknown = sorted(set(values) - set(_known(CaptureConfig)))
+    if unknown:
+        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(_known(CaptureConfig))}")
+    corpus = values.pop("corpus", None)
+    if corpus is not None:
+        if not isinstance(corpus, dict):
+            raise ValueError(f"corpus must be a mapping, got {corpus!r}")
+        unknown = sorted(set(corpus) - set(_known(CorpusConfig)))
+        if unknown:
+            raise ValueError(f"unknown corpus keys {unknown}; known keys: {', '.join(_known(CorpusConfig))}")
+        values["corpus"] = CorpusConfig(**corpus)
+    if isinstance(values.get("hooks"), str):
+        values["hooks"] = [h.strip() for h in values["hooks"].split(",") if h.strip()]
+    return CaptureConfig(**values)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CaptureConfig:
+    """Defaults, then the YAML file (if any), then `--set` overrides, in that order."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        loaded = yaml.safe_load(Path(path).read_text())
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ValueError(f"{path}: a config file must be a YAML mapping")
+        values = loaded or {}
+    values = _merge(values, parse_overrides(overrides or []))
+    return config_from_dict(values)
+
+
+def config_to_dict(config: CaptureConfig) -> dict[str, Any]:
+    values = dataclasses.asdict(config)
+    values["hooks"] = list(config.hooks)
+    return values

@@ -1,0 +1,49 @@
+"""Single-process capture: plan, model, detectors and writer in one process.
+
+Resumable by construction: it only computes units without a commit record, so rerunning
+the same command after a crash finishes the store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.capture.config import CaptureConfig
+from pipeline.capture.prepare import prepare_capture
+from pipeline.capture.progress import Progress
+from pipeline.capture.worker import UnitWorker
+
+
+@dataclass(frozen=True)
+class CaptureResult:
+    path: Path
+    num_rows: int
+    num_units: int
+    units_computed: int
+    hooks: dict[str, int]
+
+
+def capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
+    """Capture `config.hooks` over `config.corpus` into the store at `config.out`."""
+    prepared = prepare_capture(config)
+    writer, plan = prepared.writer, prepared.plan
+    pending = writer.pending_units()
+    done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
+    meter = Progress(plan.num_rows, done_rows) if progress else None
+    worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
+    for unit in pending:
+        worker.process(unit)
+        if meter is not None:
+            start, stop = plan.unit_rows(unit)
+            meter.advance(stop - start)
+    if meter is not None:
+        meter.close()
+    writer.finalize()
+    return CaptureResult(
+        path=prepared.out,
+        num_rows=plan.num_rows,
+        num_units=plan.num_units,
+        units_computed=len(pending),
+        hooks=prepared.widths,
+    )

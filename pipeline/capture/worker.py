@@ -1,0 +1,157 @@
+"""The unit worker: one model replica that turns a unit number into a committed unit.
+
+Plain Python, no Ray: single-process capture drives it in a loop, the Ray layer wraps it
+in an actor. Activations never leave the worker except as bytes on disk: each batch is
+cast to the store dtype on the device, copied into a unit buffer (pinned memory on GPUs,
+non-blocking copies), and the writer commits the whole unit at once.
+
+Within a unit, windows are batched longest first so batches carry little padding; the
+order only depends on the plan, so every run of a unit computes the same bytes.
+
+Legend: B windows in a batch, T padded length, D hook width, R rows in the unit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.capture.config import CaptureConfig
+from pipeline.capture.model_setup import deepest_hook, load_model
+from pipeline.hooks import Detector
+from pipeline.model import LanguageModel
+from pipeline.store.meta import read_store_json
+from pipeline.store.plan import TokenPlan
+from pipeline.store.writer import StoreWriter
+
+_TORCH_STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+@dataclass(frozen=True)
+class RowCopy:
+    """Copy `out[batch_row, start:stop]` to `buffer[dest : dest + stop - start]`."""
+
+    batch_row: int
+    start: int
+    stop: int
+    dest: int
+
+
+class UnitBufferDetector(Detector):
+    """Copies the rows a unit owns from each batch into that unit's buffer."""
+
+    def __init__(self, layer_signature: str, buffer_RD: torch.Tensor):
+        super().__init__(layer_signature=layer_signature)
+        self.buffer_RD = buffer_RD
+        self.copies: list[RowCopy] = []
+
+    def process_activations(self, module, input, output) -> None:
+        out_BTD = output.detach().to(self.buffer_RD.dtype)
+        non_blocking = self.buffer_RD.is_pinned()
+        for c in self.copies:
+            self.buffer_RD[c.dest : c.dest + c.stop - c.start].copy_(
+                out_BTD[c.batch_row, c.start : c.stop], non_blocking=non_blocking
+            )
+
+
+def plan_batches(plan: TokenPlan, unit: int, batch_size: int) -> list[list[int]]:
+    """The unit's windows, longest first (stable), cut into batches."""
+    windows = plan.windows_for_unit(unit)
+    lengths = {w: plan.window_rows(w)[1] - plan.window_rows(w)[0] for w in windows}
+    ordered = sorted(windows, key=lambda w: -lengths[w])
+    return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
+
+
+class UnitWorker:
+    """Hosts a model replica and writes units of one store.
+
+    The store must exist (the driver creates it); the worker opens it for writing.
+    """
+
+    def __init__(
+        self,
+        config: CaptureConfig,
+        store_path: str | Path,
+        plan: TokenPlan,
+        lm: LanguageModel | None = None,
+        worker_id: str = "0",
+    ):
+        self.config = config
+        self.plan = plan
+        self.worker_id = worker_id
+        self.lm = lm if lm is not None else load_model(config)
+        root = Path(store_path)
+        self.writer = StoreWriter(root, read_store_json(root), plan, fsync=True)
+        self.widths = self.writer.hooks
+        self.stop_after = deepest_hook(self.lm, config.hooks)
+
+    def process(self, unit: int, attempt: int = 0) -> dict:
+        """Compute and commit one unit; returns its commit record."""
+        began = time.perf_counter()
+        start, stop = self.plan.unit_rows(unit)
+        device = self.lm.device
+        dtype = _TORCH_STORE_DTYPES[self.config.dtype]
+        pin = device.type == "cuda"
+        buffers = {
+            hook: torch.empty((stop - start, d), dtype=dtype, pin_memory=pin) for hook, d in self.widths.items()
+        }
+        detectors = [UnitBufferDetector(hook, buffers[hook]) for hook in self.config.hooks]
+        forward_s = 0.0
+        with self.lm.layers.hooks(*detectors):
+            for batch_index, windows in enumerate(plan_batches(self.plan, unit, self.config.batch_size)):
+                ids_BT, mask_BT, copies = self._batch(windows, start, stop)
+                for detector in detectors:
+                    detector.copies = copies
+                self._maybe_die(unit, batch_index)
+                t0 = time.perf_counter()
+                self.lm.inference.forward_ids(ids_BT.to(device), mask_BT.to(device), stop_after=self.stop_after)
+                forward_s += time.perf_counter() - t0
+        if pin:
+            torch.cuda.synchronize(device)
+        activations = {hook: _as_numpy(buffer) for hook, buffer in buffers.items()}
+        return self.writer.write_unit(
+            unit,
+            activations,
+            timing={"forward_s": round(forward_s, 6), "unit_s": round(time.perf_counter() - began, 6)},
+            attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
+        )
+
+    def _batch(self, windows: list[int], unit_start: int, unit_stop: int):
+        spans = [self.plan.window_rows(w) for w in windows]
+        width = max(b - a for a, b in spans)
+        ids_BT = torch.full((len(windows), width), self.lm.pad_token_id, dtype=torch.long)
+        mask_BT = torch.zeros((len(windows), width), dtype=torch.long)
+        copies = []
+        for row, (window, (a, b)) in enumerate(zip(windows, spans, strict=True)):
+            ids_BT[row, : b - a] = torch.from_numpy(self.plan.window_token_ids(window).astype(np.int64))
+            mask_BT[row, : b - a] = 1
+            lo, hi = max(a, unit_start), min(b, unit_stop)
+            copies.append(RowCopy(batch_row=row, start=lo - a, stop=hi - a, dest=lo - unit_start))
+        return ids_BT, mask_BT, copies
+
+    def _maybe_die(self, unit: int, batch_index: int) -> None:
+        """Test-only fault injection: die once, mid-unit, like a lost node would."""
+        fault = self.config.fault_injection
+        if not fault or fault.get("kill_unit") != unit:
+            return
+        if batch_index < fault.get("kill_after_batches", 1):
+            return
+        marker = self.writer.root / "units" / f".fault-injected-unit-{unit}"
+        if marker.exists():
+            return
+        marker.write_text(f"killed worker {self.worker_id} pid {os.getpid()}\n")
+        if fault.get("signal") == "SIGKILL":
+            os.kill(os.getpid(), signal.SIGKILL)
+        os._exit(17)
+
+
+def _as_numpy(buffer_RD: torch.Tensor) -> np.ndarray:
+    if buffer_RD.dtype == torch.bfloat16:
+        return buffer_RD.view(torch.uint16).numpy()
+    return buffer_RD.numpy()

@@ -1,0 +1,164 @@
+"""ActivationStore: read a store back as numpy, Arrow and pandas.
+
+The store is plain Zarr + Parquet (docs/store-format.md), so this class only adds
+conveniences: rows given as a slice or an index array, bfloat16 widened to float32, token
+tables read only from the units that hold the requested rows, and `verify()`.
+
+`to_pandas` puts each hook in one column of `pd.ArrowDtype(fixed_size_list<float32>[d])`:
+compact (one contiguous buffer, no Python object per row), it survives `df.to_parquet`,
+and `np.stack(df[hook].to_numpy())` gives back the [rows, d] matrix.
+
+Legend: N rows selected, D width of a hook.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+import zarr
+
+from pipeline.store.dtypes import to_float32
+from pipeline.store.layout import DOCS_PARQUET, TOKENS_DIR, ZARR_DIR, tokens_file
+from pipeline.store.manifest import committed_units, read_record
+from pipeline.store.meta import NotAStoreError, read_store_json
+from pipeline.store.plan import TOKEN_SCHEMA
+
+Rows = slice | Sequence[int] | np.ndarray | None
+
+
+class ActivationStore:
+    """A store opened for reading. Build it with `ActivationStore.open(path)`."""
+
+    def __init__(self, root: Path, meta: dict[str, Any]) -> None:
+        self.root = root
+        self.meta = meta
+        self.hooks: list[str] = list(meta["hooks"])
+        self.num_rows: int = meta["num_rows"]
+        self.num_units: int = meta["num_units"]
+        self.rows_per_unit: int = meta["rows_per_unit"]
+        self.dtype: str = meta["dtype"]
+        self._width: int = meta["unit_name_width"]
+        try:
+            self._group = zarr.open_group(root / ZARR_DIR, mode="r")
+        except FileNotFoundError as e:
+            raise NotAStoreError(f"{root} has store.json but no readable {ZARR_DIR}") from e
+
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> ActivationStore:
+        root = Path(path)
+        return cls(root, read_store_json(root))
+
+    def d(self, hook: str) -> int:
+        return int(self._hook(hook)["d"])
+
+    def activations(self, hook: str) -> zarr.Array:
+        """The lazy Zarr array [num_rows, d] in its stored dtype (uint16 bits for bfloat16)."""
+        self._hook(hook)
+        return self._group[hook]
+
+    def read(self, hook: str, rows: Rows = None) -> np.ndarray:
+        """float32 [N, D] for rows given as a slice, an int index array, or None (all)."""
+        array = self.activations(hook)
+        selection = self._normalize_rows(rows)
+        if isinstance(selection, slice):
+            stored = array[selection]
+        elif len(selection) == 0:
+            stored = np.zeros((0, self.d(hook)), dtype=array.dtype)
+        else:
+            order = np.argsort(selection, kind="stable")
+            stored = np.empty((len(selection), self.d(hook)), dtype=array.dtype)
+            stored[order] = array.get_orthogonal_selection((selection[order], slice(None)))
+        return to_float32(stored, self._hook(hook)["logical_dtype"])
+
+    def iter_batches(self, hook: str, num_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(first row, float32 [<= num_rows, D]) batches in row order."""
+        if num_rows < 1:
+            raise ValueError(f"num_rows must be >= 1, got {num_rows}")
+        for start in range(0, self.num_rows, num_rows):
+            yield start, self.read(hook, slice(start, min(start + num_rows, self.num_rows)))
+
+    def tokens(self, rows: Rows = None) -> pa.Table:
+        """The token table (row, doc_id, window, position, token_id, is_special, token)."""
+        if rows is None:
+            table = pads.dataset(self.root / TOKENS_DIR, format="parquet").to_table()
+            return table if _ascending(table) else table.sort_by("row")
+        selection = self._normalize_rows(rows)
+        if isinstance(selection, slice):
+            selection = np.arange(selection.start, selection.stop)
+        if len(selection) == 0:
+            return TOKEN_SCHEMA.empty_table()
+        units = np.unique(selection // self.rows_per_unit)
+        tables = [pq.read_table(tokens_file(self.root, int(u), self._width)) for u in units]
+        starts = np.cumsum([0] + [t.num_rows for t in tables])[:-1]
+        unit_of = np.searchsorted(units, selection // self.rows_per_unit)
+        take = starts[unit_of] + selection - units[unit_of] * self.rows_per_unit
+        return pa.concat_tables(tables).take(pa.array(take))
+
+    def docs(self) -> pa.Table:
+        """doc_id, source, text, num_tokens of every document read from the corpus."""
+        return pq.read_table(self.root / DOCS_PARQUET)
+
+    def to_pandas(self, hooks: Sequence[str] | None = None, rows: Rows = None) -> pd.DataFrame:
+        """Token rows with one fixed_size_list<float32>[d] column per hook."""
+        hooks = self.hooks if hooks is None else list(hooks)
+        table = self.tokens(rows)
+        for hook in hooks:
+            values_ND = self.read(hook, rows if rows is not None else slice(None))
+            column = pa.FixedSizeListArray.from_arrays(
+                pa.array(values_ND.reshape(-1)), self.d(hook)
+            )
+            table = table.append_column(hook, column)
+        return table.to_pandas(
+            types_mapper=lambda t: pd.ArrowDtype(t) if pa.types.is_fixed_size_list(t) else None
+        )
+
+    def committed_units(self) -> set[int]:
+        return {u for u in committed_units(self.root) if u < self.num_units}
+
+    def pending_units(self) -> list[int]:
+        done = self.committed_units()
+        return [u for u in range(self.num_units) if u not in done]
+
+    def unit_record(self, unit: int) -> dict[str, Any]:
+        """The commit record of a committed unit."""
+        return read_record(self.root, unit, self._width)
+
+    def verify(self, check_data: bool = True) -> dict[str, Any]:
+        """Check the store is complete and intact; raise StoreVerificationError if not."""
+        from pipeline.store.verify import verify_store
+
+        return verify_store(self, check_data=check_data)
+
+    def _hook(self, hook: str) -> dict[str, Any]:
+        if hook not in self.meta["hooks"]:
+            raise KeyError(f"no hook {hook!r} in {self.root}; hooks: {self.hooks}")
+        return self.meta["hooks"][hook]
+
+    def _normalize_rows(self, rows: Rows) -> slice | np.ndarray:
+        if rows is None:
+            return slice(0, self.num_rows)
+        if isinstance(rows, slice):
+            start, stop, step = rows.indices(self.num_rows)
+            if step != 1:
+                return np.arange(start, stop, step, dtype=np.int64)
+            return slice(start, max(start, stop))
+        index = np.asarray(rows)
+        if index.ndim != 1 or (index.size and not np.issubdtype(index.dtype, np.integer)):
+            raise ValueError("rows must be a slice or a 1-D array of integer row indices")
+        index = index.astype(np.int64)
+        if index.size and (index.min() < 0 or index.max() >= self.num_rows):
+            raise IndexError(f"row indices must be in [0, {self.num_rows})")
+        return index
+
+
+def _ascending(table: pa.Table) -> bool:
+    rows = table.column("row").to_numpy()
+    return bool(np.all(rows[1:] > rows[:-1]))
