@@ -15,7 +15,8 @@ $(STAMP): pyproject.toml constraints.txt
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m jobs.hooks_demo
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.capture
+	$(PY) -m jobs.inspect stores/capture
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -10,6 +10,8 @@ import importlib
 
 SUITES = {
     "hooks": "pipeline.bench.hooks",
+    "capture": "pipeline.bench.capture",
+    "sae": "pipeline.sae.bench",
 }
 
 

@@ -19,6 +19,7 @@ from pipeline.hooks import (
     TokenPositionController,
 )
 from pipeline.model import LanguageModel, default_model_path
+from pipeline.sae import JumpReluSae, ReluSae, Sae, SparseCodes, TopKSae, load_sae
 
 __version__ = "0.1.0"
 
@@ -31,11 +32,17 @@ __all__ = [
     "Hook",
     "HookError",
     "HookType",
+    "JumpReluSae",
     "LanguageModel",
     "LayerActivationDetector",
     "ModelInputDetector",
     "ModelOutputDetector",
     "PipelineController",
+    "ReluSae",
+    "Sae",
+    "SparseCodes",
     "TokenPositionController",
+    "TopKSae",
     "default_model_path",
+    "load_sae",
 ]

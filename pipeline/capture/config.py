@@ -40,7 +40,8 @@ class CaptureConfig:
     max_retries: attempts per unit beyond the first before the job fails.
     fault_injection: test-only; {"kill_unit": N, "kill_after_batches": B} makes the worker
         process that first runs unit N die (os._exit; with "signal": "SIGKILL" it sends
-        itself SIGKILL) after B batches of that unit. Off by default.
+        itself SIGKILL) after B batches of that unit; {"raise_unit": N} makes every attempt
+        at unit N raise. Off by default.
     """
 
     model: str | None = None

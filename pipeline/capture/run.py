@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.progress import Progress
@@ -26,6 +28,14 @@ class CaptureResult:
 
 def capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
     """Capture `config.hooks` over `config.corpus` into the store at `config.out`."""
+    threads = torch.get_num_threads()
+    try:
+        return _capture(config, progress)
+    finally:
+        torch.set_num_threads(threads)  # config.torch_threads applies to this call only
+
+
+def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     prepared = prepare_capture(config)
     writer, plan = prepared.writer, prepared.plan
     pending = writer.pending_units()

@@ -26,7 +26,6 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook, load_model
 from pipeline.hooks import Detector
 from pipeline.model import LanguageModel
-from pipeline.store.meta import read_store_json
 from pipeline.store.plan import TokenPlan
 from pipeline.store.writer import StoreWriter
 
@@ -86,8 +85,7 @@ class UnitWorker:
         self.plan = plan
         self.worker_id = worker_id
         self.lm = lm if lm is not None else load_model(config)
-        root = Path(store_path)
-        self.writer = StoreWriter(root, read_store_json(root), plan, fsync=True)
+        self.writer = StoreWriter.open(Path(store_path), plan)
         self.widths = self.writer.hooks
         self.stop_after = deepest_hook(self.lm, config.hooks)
 
@@ -138,6 +136,8 @@ class UnitWorker:
     def _maybe_die(self, unit: int, batch_index: int) -> None:
         """Test-only fault injection: die once, mid-unit, like a lost node would."""
         fault = self.config.fault_injection
+        if fault and fault.get("raise_unit") == unit:
+            raise RuntimeError(f"injected failure in unit {unit}")
         if not fault or fault.get("kill_unit") != unit:
             return
         if batch_index < fault.get("kill_after_batches", 1):

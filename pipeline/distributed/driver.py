@@ -102,7 +102,8 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
             except Exception as error:  # the unit raised inside a live actor
                 in_flight.pop(ref)
                 queued[index].remove(ref)
-                queue.failed(unit, f"{type(error).__name__}: {error}")
+                cause = getattr(error, "cause", None) or error
+                queue.failed(unit, f"attempt on w{index}: {type(cause).__name__}: {cause}")
             else:
                 in_flight.pop(ref)
                 queued[index].remove(ref)

@@ -41,7 +41,7 @@ from pipeline.sae.config import SaeConfig
 from pipeline.sae.io import read_sae_folder, write_sae_folder
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class SparseCodes:
     """The codes of one batch's real tokens (padding dropped), on CPU.
 
@@ -97,7 +97,9 @@ class Sae(nn.Module, Detector, Controller):
         splice: bool = False,
     ):
         if config.architecture != self.architecture:
-            raise ValueError(f"{type(self).__name__} needs architecture {self.architecture!r}, got {config.architecture!r}")
+            raise ValueError(
+                f"{type(self).__name__} needs architecture {self.architecture!r}, got {config.architecture!r}"
+            )
         nn.Module.__init__(self)
         Detector.__init__(self, hook_type=HookType.FORWARD)
         self.config = config
@@ -129,6 +131,13 @@ class Sae(nn.Module, Detector, Controller):
     def device(self) -> torch.device:
         return self.W_enc.device
 
+    def extra_repr(self) -> str:
+        k = f", k={self.config.k}" if self.config.k is not None else ""
+        return (
+            f"id={self.id!r}, layer={self.layer_signature!r}, n_inputs={self.n_inputs}, "
+            f"n_latents={self.n_latents}{k}, dtype={self.dtype}, splice={self.splice}"
+        )
+
     @torch.no_grad()
     def reset_parameters(self) -> None:
         """Random unit-norm decoder rows, encoder tied to the decoder, zero biases.
@@ -151,7 +160,9 @@ class Sae(nn.Module, Detector, Controller):
     # --- encode / decode -----------------------------------------------------------------
     def _rows(self, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
         if x.shape[-1] != self.n_inputs:
-            raise ValueError(f"{type(self).__name__} reads width n_inputs={self.n_inputs}, got input of shape {tuple(x.shape)}")
+            raise ValueError(
+                f"{type(self).__name__} reads width n_inputs={self.n_inputs}, got input of shape {tuple(x.shape)}"
+            )
         return x.reshape(-1, self.n_inputs), tuple(x.shape[:-1])
 
     def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +189,9 @@ class Sae(nn.Module, Detector, Controller):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """`W_dec z + b_dec` for dense codes [..., F]."""
         codes_NF = codes.reshape(-1, self.n_latents)
-        return torch.addmm(self.b_dec, codes_NF, self.W_dec).reshape(*codes.shape[:-1], self.n_inputs)
+        return torch.addmm(self.b_dec, codes_NF, self.W_dec).reshape(
+            *codes.shape[:-1], self.n_inputs
+        )
 
     def decode_sparse(self, values: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """`W_dec z + b_dec` for sparse codes, gathering only the K decoder rows per token."""
@@ -218,7 +231,9 @@ class Sae(nn.Module, Detector, Controller):
     def clear_captured(self) -> None:
         self._latest = None
 
-    def _encode_hidden(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode_hidden(
+        self, hidden: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x_ND, _ = self._rows(hidden)
         x_ND = x_ND.to(device=self.device, dtype=self.dtype)
         with torch.no_grad():
@@ -241,7 +256,7 @@ class Sae(nn.Module, Detector, Controller):
             values_NK, indices_NK = values_NK[keep_N], indices_NK[keep_N]
             batch_N, position_N = batch_N[keep_N], position_N[keep_N]
         self._latest = SparseCodes(values_NK, indices_NK, batch_N, position_N, self.n_latents)
-        self.concepts._observe(self._latest, self.context)
+        self.concepts._observe(self._latest, self.context, tuple(shape))
 
     def _control(self, x_ND, values_NK, indices_NK) -> torch.Tensor | None:
         """The replacement rows [N, D], or None to keep the layer's output as it is."""
@@ -297,22 +312,36 @@ class Sae(nn.Module, Detector, Controller):
 
     @classmethod
     def from_config(
-        cls, config: SaeConfig, *, dtype: torch.dtype = torch.float32, device: str | torch.device | None = None
+        cls,
+        config: SaeConfig,
+        *,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device | None = None,
     ) -> Sae:
         """A freshly initialised SAE of the class `config.architecture` names."""
         sae_cls = Sae._registry.get(config.architecture)
         if sae_cls is None:
             raise ValueError(f"no SAE class for architecture {config.architecture!r}")
         if not issubclass(sae_cls, cls):
-            raise TypeError(f"the config describes a {config.architecture} SAE ({sae_cls.__name__}), not a {cls.__name__}")
-        kwargs = {"apply_b_dec_to_input": config.apply_b_dec_to_input, "dtype": dtype, "device": device}
+            raise TypeError(
+                f"the config describes a {config.architecture} SAE ({sae_cls.__name__}), not a {cls.__name__}"
+            )
+        kwargs = {
+            "apply_b_dec_to_input": config.apply_b_dec_to_input,
+            "dtype": dtype,
+            "device": device,
+        }
         if config.k is not None:
             kwargs["k"] = config.k
         return sae_cls(config.n_latents, config.n_inputs, **kwargs)
 
     @classmethod
     def load(
-        cls, path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+        cls,
+        path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
     ) -> Sae:
         """Load an SAE folder (ours or SAELens's); `dtype` defaults to the folder's."""
         config, tensors, cfg_dtype = read_sae_folder(path)
@@ -322,7 +351,9 @@ class Sae(nn.Module, Detector, Controller):
         return sae
 
 
-def load_sae(path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Sae:
+def load_sae(
+    path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
+) -> Sae:
     """Load any SAE folder: the class follows `cfg.json`'s `architecture`."""
     return Sae.load(path, device=device, dtype=dtype)
 
@@ -357,5 +388,7 @@ def layer_output_width(lm, layer_signature: str | int) -> int:
         for field in dataclasses.fields(saved_context):
             setattr(lm.context, field.name, getattr(saved_context, field.name))
     if "shape" not in seen:
-        raise ValueError(f"layer {layer_signature!r} produced no tensor output; an SAE can not read it")
+        raise ValueError(
+            f"layer {layer_signature!r} produced no tensor output; an SAE can not read it"
+        )
     return seen["shape"][-1]

@@ -28,7 +28,9 @@ def mixing_buffer(
     if batch_size < 1:
         raise ValueError(f"batch_size must be positive, got {batch_size}")
     if buffer_size < 2 * batch_size:
-        raise ValueError(f"buffer_size ({buffer_size}) must be at least 2 * batch_size ({2 * batch_size})")
+        raise ValueError(
+            f"buffer_size ({buffer_size}) must be at least 2 * batch_size ({2 * batch_size})"
+        )
     generator = torch.Generator().manual_seed(seed)
     num_serving = buffer_size // (2 * batch_size) * batch_size
     stored: torch.Tensor | None = None

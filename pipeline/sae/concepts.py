@@ -35,9 +35,17 @@ class Concepts:
     # --- edits -------------------------------------------------------------------------
     def _check(self, neuron_idx: int, number: float, name: str) -> tuple[int, float]:
         n_latents = self._sae.n_latents
-        if isinstance(neuron_idx, bool) or not isinstance(neuron_idx, int) or not 0 <= neuron_idx < n_latents:
+        if (
+            isinstance(neuron_idx, bool)
+            or not isinstance(neuron_idx, int)
+            or not 0 <= neuron_idx < n_latents
+        ):
             raise ValueError(f"neuron_idx must be an int in 0..{n_latents - 1}, got {neuron_idx!r}")
-        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number):
+        if (
+            isinstance(number, bool)
+            or not isinstance(number, (int, float))
+            or not math.isfinite(number)
+        ):
             raise ValueError(f"{name} must be a finite number, got {number!r}")
         return neuron_idx, float(number)
 
@@ -88,9 +96,17 @@ class Concepts:
             numbers = [self._edits[i][1] for i in latents]
             self._cache[key] = (
                 torch.tensor(latents, dtype=torch.long, device=device),
-                torch.tensor([n if k == "scale" else 1.0 for k, n in zip(kinds, numbers, strict=True)], dtype=dtype, device=device),
+                torch.tensor(
+                    [n if k == "scale" else 1.0 for k, n in zip(kinds, numbers, strict=True)],
+                    dtype=dtype,
+                    device=device,
+                ),
                 torch.tensor([k == "set" for k in kinds], dtype=torch.bool, device=device),
-                torch.tensor([n if k == "set" else 0.0 for k, n in zip(kinds, numbers, strict=True)], dtype=dtype, device=device),
+                torch.tensor(
+                    [n if k == "set" else 0.0 for k, n in zip(kinds, numbers, strict=True)],
+                    dtype=dtype,
+                    device=device,
+                ),
             )
         return self._cache[key]
 
@@ -115,7 +131,9 @@ class Concepts:
 
     def _require_tracker(self) -> TextTracker:
         if self.tracker is None:
-            raise ValueError("text tracking is off; call sae.concepts.enable_text_tracking(top_k) first")
+            raise ValueError(
+                "text tracking is off; call sae.concepts.enable_text_tracking(top_k) first"
+            )
         if self.tracker.tokenizer is None:
             self.tracker.tokenizer = self._sae.tokenizer
         return self.tracker
@@ -134,10 +152,29 @@ class Concepts:
         rows = []
         for latent, entries in enumerate(tracker.all_top_texts()):
             for rank, entry in enumerate(entries):
-                rows.append((latent, rank, entry.score, entry.text, entry.token, entry.position, entry.text_row, entry.token_id))
+                rows.append(
+                    (
+                        latent,
+                        rank,
+                        entry.score,
+                        entry.text,
+                        entry.token,
+                        entry.position,
+                        entry.text_row,
+                        entry.token_id,
+                    )
+                )
         return pd.DataFrame(rows, columns=columns)
 
-    def _observe(self, codes, context) -> None:
+    def _observe(self, codes, context, shape: tuple[int, ...]) -> None:
         """Called by the hook with each batch's codes (padding already dropped)."""
-        if self.tracker is not None:
-            self.tracker.update(codes, context.input_ids_BT, context.attention_mask_BT)
+        if self.tracker is None:
+            return
+        input_ids_BT = context.input_ids_BT
+        if input_ids_BT is None or len(shape) != 3 or tuple(input_ids_BT.shape) != shape[:2]:
+            raise ValueError(
+                f"text tracking needs a layer output [batch, tokens, width] that matches the "
+                f"batch's input ids; got output shape {shape} and input ids "
+                f"{None if input_ids_BT is None else tuple(input_ids_BT.shape)}"
+            )
+        self.tracker.update(codes, input_ids_BT, context.attention_mask_BT)

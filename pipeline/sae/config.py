@@ -41,7 +41,15 @@ class SaeConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.architecture == "topk":
-            if isinstance(self.k, bool) or not isinstance(self.k, int) or not 1 <= self.k <= self.n_latents:
-                raise ValueError(f"k must be an int in 1..n_latents={self.n_latents} for a topk SAE, got {self.k!r}")
+            if (
+                isinstance(self.k, bool)
+                or not isinstance(self.k, int)
+                or not 1 <= self.k <= self.n_latents
+            ):
+                raise ValueError(
+                    f"k must be an int in 1..n_latents={self.n_latents} for a topk SAE, got {self.k!r}"
+                )
         elif self.k is not None:
-            raise ValueError(f"k is only for topk SAEs; got k={self.k!r} for architecture {self.architecture!r}")
+            raise ValueError(
+                f"k is only for topk SAEs; got k={self.k!r} for architecture {self.architecture!r}"
+            )

@@ -23,7 +23,15 @@ CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 FORMAT = "pipeline-sae/1"
 
-_KNOWN_TENSORS = {"W_enc", "b_enc", "W_dec", "b_dec", "threshold", "log_threshold", "scaling_factor"}
+_KNOWN_TENSORS = {
+    "W_enc",
+    "b_enc",
+    "W_dec",
+    "b_dec",
+    "threshold",
+    "log_threshold",
+    "scaling_factor",
+}
 
 
 def dtype_name(dtype: torch.dtype) -> str:
@@ -93,7 +101,9 @@ def _check_shapes(config: SaeConfig, tensors: dict[str, torch.Tensor]) -> None:
         expected["threshold"] = (f,)
     for name, shape in expected.items():
         if name not in tensors:
-            raise ValueError(f"{WEIGHTS_FILE} has no tensor {name!r} (a {config.architecture} SAE needs it)")
+            raise ValueError(
+                f"{WEIGHTS_FILE} has no tensor {name!r} (a {config.architecture} SAE needs it)"
+            )
         if tuple(tensors[name].shape) != shape:
             raise ValueError(
                 f"tensor {name!r} has shape {tuple(tensors[name].shape)}, expected {shape} "
@@ -101,7 +111,9 @@ def _check_shapes(config: SaeConfig, tensors: dict[str, torch.Tensor]) -> None:
             )
 
 
-def read_sae_folder(path: str | Path) -> tuple[SaeConfig, dict[str, torch.Tensor], torch.dtype | None]:
+def read_sae_folder(
+    path: str | Path,
+) -> tuple[SaeConfig, dict[str, torch.Tensor], torch.dtype | None]:
     """(config, tensors on CPU, dtype the config asks for or None) from an SAE folder."""
     path = Path(path)
     cfg_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
@@ -116,7 +128,9 @@ def read_sae_folder(path: str | Path) -> tuple[SaeConfig, dict[str, torch.Tensor
     tensors = load_file(str(weights_path), device="cpu")
     unknown = sorted(set(tensors) - _KNOWN_TENSORS)
     if unknown:
-        raise ValueError(f"{WEIGHTS_FILE} holds tensors we do not know how to use: {', '.join(unknown)}")
+        raise ValueError(
+            f"{WEIGHTS_FILE} holds tensors we do not know how to use: {', '.join(unknown)}"
+        )
     scaling = tensors.pop("scaling_factor", None)
     if scaling is not None and not torch.all(scaling == 1):
         raise ValueError("scaling_factor other than 1 is not supported; fold it into W_dec first")

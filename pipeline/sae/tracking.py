@@ -49,8 +49,10 @@ class TextTracker:
         self._texts: dict[int, torch.Tensor] = {}  # text row -> token ids of its real tokens
         self._decoded: dict[int, str] = {}
 
-    def update(self, codes, input_ids_BT: torch.Tensor | None, attention_mask_BT: torch.Tensor | None) -> None:
-        """Offer one batch's `SparseCodes` (padding already dropped)."""
+    def update(
+        self, codes, input_ids_BT: torch.Tensor, attention_mask_BT: torch.Tensor | None
+    ) -> None:
+        """Offer one batch's `SparseCodes` (padding dropped) and the batch's token ids [B, T]."""
         num_rows = len(codes)
         first_id = self.num_tokens
         token_ids_N = torch.arange(first_id, first_id + num_rows)
@@ -64,18 +66,13 @@ class TextTracker:
             )
         self._remember(codes, first_id, input_ids_BT, attention_mask_BT)
         self.num_tokens += num_rows
-        if input_ids_BT is not None:
-            self.num_text_rows += input_ids_BT.shape[0]
-        elif num_rows:
-            self.num_text_rows += int(codes.batch_N.max()) + 1
+        self.num_text_rows += input_ids_BT.shape[0]
 
     def _remember(self, codes, first_id: int, input_ids_BT, attention_mask_BT) -> None:
         ranked = self.examples.row_ids().reshape(-1)
         ranked = torch.unique(ranked[ranked >= 0])
         new_N = ranked[ranked >= first_id] - first_id
         if new_N.numel():
-            if input_ids_BT is None:
-                raise ValueError("text tracking needs the batch's input ids; run the model through lm.inference")
             input_ids_BT = input_ids_BT.detach().cpu()
             batch_N, position_N = codes.batch_N[new_N], codes.position_N[new_N]
             self._ids = torch.cat([self._ids, new_N + first_id])
@@ -98,7 +95,9 @@ class TextTracker:
 
     def _text(self, row: int) -> str:
         if row not in self._decoded:
-            self._decoded[row] = self._require_tokenizer().decode(self._texts[row].tolist(), skip_special_tokens=True)
+            self._decoded[row] = self._require_tokenizer().decode(
+                self._texts[row].tolist(), skip_special_tokens=True
+            )
         return self._decoded[row]
 
     def _require_tokenizer(self):
@@ -111,7 +110,9 @@ class TextTracker:
 
     def top_texts(self, neuron_idx: int) -> list[TopText]:
         """The latent's top activations, best first (fewer than top_k if it fired less)."""
-        return self._entries(self.examples.values()[neuron_idx], self.examples.row_ids()[neuron_idx])
+        return self._entries(
+            self.examples.values()[neuron_idx], self.examples.row_ids()[neuron_idx]
+        )
 
     def all_top_texts(self) -> list[list[TopText]]:
         """`top_texts` of every latent, reading the ranking once."""

@@ -35,9 +35,10 @@ import torch.nn.functional as nnf
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from pipeline.sae.architectures import TopKSae, topk_rows
+from pipeline.sae.architectures import TopKSae
 from pipeline.sae.base import load_sae
 from pipeline.sae.buffer import mixing_buffer
+from pipeline.sae.select import topk_rows
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
@@ -79,14 +80,24 @@ class TrainerConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        for name in ("n_latents", "k", "steps", "batch_size", "buffer_size", "dead_after_tokens", "log_every"):
+        for name in (
+            "n_latents",
+            "k",
+            "steps",
+            "batch_size",
+            "buffer_size",
+            "dead_after_tokens",
+            "log_every",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
         if self.k > self.n_latents:
             raise ValueError(f"k must be at most n_latents={self.n_latents}, got {self.k}")
         if self.buffer_size < 2 * self.batch_size:
-            raise ValueError(f"buffer_size must be at least 2 * batch_size = {2 * self.batch_size}, got {self.buffer_size}")
+            raise ValueError(
+                f"buffer_size must be at least 2 * batch_size = {2 * self.batch_size}, got {self.buffer_size}"
+            )
         if self.aux_k is not None and (not isinstance(self.aux_k, int) or self.aux_k < 1):
             raise ValueError(f"aux_k must be a positive int or None, got {self.aux_k!r}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
@@ -94,8 +105,14 @@ class TrainerConfig:
         if not self.aux_coef >= 0:
             raise ValueError(f"aux_coef must be >= 0, got {self.aux_coef!r}")
         if self.b_dec_init not in _B_DEC_INITS:
-            raise ValueError(f"b_dec_init must be one of {', '.join(_B_DEC_INITS)}, got {self.b_dec_init!r}")
-        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(
+                f"b_dec_init must be one of {', '.join(_B_DEC_INITS)}, got {self.b_dec_init!r}"
+            )
+        if (
+            isinstance(self.checkpoint_every, bool)
+            or not isinstance(self.checkpoint_every, int)
+            or self.checkpoint_every < 0
+        ):
             raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
 
 
@@ -128,7 +145,9 @@ class SaeTrainer:
 
     @torch.no_grad()
     def _init_b_dec(self, x_ND: torch.Tensor) -> None:
-        center = geometric_median(x_ND) if self.config.b_dec_init == "geometric_median" else x_ND.mean(0)
+        center = (
+            geometric_median(x_ND) if self.config.b_dec_init == "geometric_median" else x_ND.mean(0)
+        )
         self.sae.b_dec.copy_(center)
         self.b_dec_ready = True
 
@@ -139,7 +158,7 @@ class SaeTrainer:
         if not self.b_dec_ready:
             self._init_b_dec(x_ND)
         pre_NF = sae.pre_activations(x_ND)
-        values_NK, indices_NK = topk_rows(pre_NF, sae.k)
+        values_NK, indices_NK = topk_rows(pre_NF, sae.k, sorted=False)
         values_NK = values_NK.relu()
         x_hat_ND = sae.decode_sparse(values_NK, indices_NK)
         residual_ND = x_ND - x_hat_ND
@@ -156,7 +175,9 @@ class SaeTrainer:
         if num_dead and self.config.aux_coef > 0:
             aux_pre_NF = pre_NF.masked_fill(~dead_F, float("-inf"))
             aux_values, aux_indices = aux_pre_NF.topk(min(self.aux_k, num_dead), dim=1)
-            aux_hat_ND = nnf.embedding_bag(aux_indices, sae.W_dec, per_sample_weights=aux_values.relu(), mode="sum")
+            aux_hat_ND = nnf.embedding_bag(
+                aux_indices, sae.W_dec, per_sample_weights=aux_values.relu(), mode="sum"
+            )
             aux = (aux_hat_ND - residual_ND.detach()).pow(2).mean()
         loss = mse + self.config.aux_coef * aux
 
@@ -189,7 +210,13 @@ class SaeTrainer:
         """Step through `batches` until `config.steps`; returns metrics every `log_every` steps."""
         history: list[dict[str, float]] = []
         config = self.config
-        bar = tqdm(total=config.steps, initial=self.step, disable=not progress, desc="train SAE", unit="step")
+        bar = tqdm(
+            total=config.steps,
+            initial=self.step,
+            disable=not progress,
+            desc="train SAE",
+            unit="step",
+        )
         try:
             for x_ND in batches:
                 if self.step >= config.steps:
@@ -204,7 +231,11 @@ class SaeTrainer:
                         dead=f"{metrics['dead_fraction']:.3f}",
                     )
                 bar.update(1)
-                if checkpoint_dir is not None and config.checkpoint_every and self.step % config.checkpoint_every == 0:
+                if (
+                    checkpoint_dir is not None
+                    and config.checkpoint_every
+                    and self.step % config.checkpoint_every == 0
+                ):
                     self.save_checkpoint(Path(checkpoint_dir) / f"step_{self.step:08d}")
         finally:
             bar.close()
@@ -220,9 +251,14 @@ class SaeTrainer:
         tensors = {"tokens_since_fired": self.tokens_since_fired_F.cpu()}
         for index, param_state in state["state"].items():
             for key, value in param_state.items():
-                tensors[f"optimizer.{names[index]}.{key}"] = torch.as_tensor(value).detach().cpu().contiguous()
+                tensors[f"optimizer.{names[index]}.{key}"] = (
+                    torch.as_tensor(value).detach().cpu().contiguous()
+                )
         save_file(tensors, str(path / STATE_TENSORS))
-        groups = [{key: value for key, value in group.items() if key != "params"} for group in state["param_groups"]]
+        groups = [
+            {key: value for key, value in group.items() if key != "params"}
+            for group in state["param_groups"]
+        ]
         meta = {
             "step": self.step,
             "n_inputs": self.n_inputs,
@@ -293,12 +329,18 @@ def train_sae(
         trainer = SaeTrainer.from_checkpoint(resume, config, device=device)
     else:
         if n_inputs is None:
-            raise ValueError("n_inputs is needed to build a new SAE (it is read from the checkpoint on resume)")
+            raise ValueError(
+                "n_inputs is needed to build a new SAE (it is read from the checkpoint on resume)"
+            )
         trainer = SaeTrainer(config, n_inputs, device=device)
     # A resumed run reshuffles with a different stream of permutations.
-    batches: Iterator[torch.Tensor] = mixing_buffer(chunks, config.buffer_size, config.batch_size, seed=config.seed + trainer.step)
+    batches: Iterator[torch.Tensor] = mixing_buffer(
+        chunks, config.buffer_size, config.batch_size, seed=config.seed + trainer.step
+    )
     out = Path(out_dir) if out_dir is not None else None
-    history = trainer.fit(batches, progress=progress, checkpoint_dir=None if out is None else out / "checkpoints")
+    history = trainer.fit(
+        batches, progress=progress, checkpoint_dir=None if out is None else out / "checkpoints"
+    )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with (out / "metrics.jsonl").open("a") as log:
@@ -307,3 +349,8 @@ def train_sae(
         trainer.save_checkpoint(out / "checkpoints" / f"step_{trainer.step:08d}")
         trainer.sae.save(out / "sae")
     return trainer
+
+
+def checkpoint_step(path: str | Path) -> int:
+    """The step a checkpoint folder was written at."""
+    return int(json.loads((Path(path) / STATE_JSON).read_text())["step"])

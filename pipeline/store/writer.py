@@ -13,7 +13,9 @@ Legend: R rows in the unit, D width of a hook.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import socket
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -131,10 +133,15 @@ class StoreWriter:
         activations[hook]: [R, D] array of the stored dtype (float32, float16, or for
         bfloat16 the raw bits as uint16, e.g. `tensor.view(torch.uint16).numpy()`).
         timing / attempt: JSON-able dicts copied into the record (e.g. forward seconds,
-        worker id, attempt number).
+        worker id, attempt number); host and pid are added to attempt.
         """
         start, stop = self.plan.unit_rows(unit)
         arrays_RD = self._check(unit, stop - start, activations)
+        for name, extra in (("timing", timing), ("attempt", attempt)):
+            try:
+                json.dumps(extra)
+            except TypeError as e:
+                raise ValueError(f"unit {unit}: {name} must be JSON-serialisable: {e}") from e
         record_path = record_file(self.root, unit, self._width)
         current = self.root
         began = time.perf_counter()
@@ -163,7 +170,7 @@ class StoreWriter:
                     "store_zarr_s": round(zarr_s, 6),
                     "store_total_s": round(time.perf_counter() - began, 6),
                 },
-                attempt=dict(attempt or {}),
+                attempt={"host": socket.gethostname(), "pid": os.getpid(), **(attempt or {})},
                 pipeline_version=pipeline_version(),
             )
             current = record_path

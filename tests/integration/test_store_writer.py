@@ -74,6 +74,14 @@ def test_rewriting_units_in_any_order_gives_identical_bytes(tmp_path):
     assert snapshot(tmp_path / "t") == before
 
 
+def test_zarr_fallback_path_writes_the_same_bytes(tmp_path, monkeypatch):
+    plan = small_plan()
+    write_store(tmp_path / "direct", plan, dtype="bfloat16", finalize=False)
+    monkeypatch.setattr(writer_module, "direct_write_supported", lambda array: False)
+    write_store(tmp_path / "zarr", plan, dtype="bfloat16", finalize=False)
+    assert snapshot(tmp_path / "zarr") == snapshot(tmp_path / "direct")
+
+
 def test_commit_record_holds_rows_checksums_timing_and_attempt(tmp_path):
     plan = small_plan()
     writer = write_store(tmp_path / "s", plan, units=[], finalize=False, fsync=True)
@@ -83,7 +91,7 @@ def test_commit_record_holds_rows_checksums_timing_and_attempt(tmp_path):
     assert on_disk == record
     assert (record["row_start"], record["row_stop"], record["num_rows"]) == (500, 1000, 500)
     assert record["timing"]["forward_s"] == 0.5 and "store_total_s" in record["timing"]
-    assert record["attempt"] == {"worker": "w3"}
+    assert record["attempt"]["worker"] == "w3" and "host" in record["attempt"]
     assert set(record["arrays"]) == set(HOOKS)
     assert record["tokens"]["path"] == "tokens/unit-00001.parquet"
     assert writer.committed_units() == {1}
@@ -185,6 +193,14 @@ def test_bad_activations_are_rejected_before_anything_is_written(tmp_path, chang
         writer.write_unit(0, acts)
     assert snapshot(tmp_path / "s") == {}
     assert writer.committed_units() == set()
+
+
+def test_timing_that_is_not_json_is_rejected_before_writing(tmp_path):
+    plan = small_plan()
+    writer = write_store(tmp_path / "s", plan, units=[], finalize=False)
+    with pytest.raises(ValueError, match="timing must be JSON-serialisable"):
+        writer.write_unit(0, unit_activations(plan, 0, HOOKS, "float32"), timing={"t": object()})
+    assert snapshot(tmp_path / "s") == {}
 
 
 def test_bfloat16_store_explains_that_it_wants_uint16_bits(tmp_path):

@@ -1,0 +1,86 @@
+"""`python -m jobs.train_sae`: train a TopK SAE on one hook of an activation store.
+
+    python -m jobs.train_sae --store stores/capture --hook encoder.layer.3 \
+        --n-latents 6144 --k 32 --steps 20000 --out runs/sae-l3
+
+Writes checkpoints to OUT/checkpoints/step_N (resume with --resume that folder), metrics
+to OUT/metrics.jsonl and the final SAE to OUT/sae (load it with `load_sae`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def parse_args(argv: list[str] | None):
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.train_sae",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--store", required=True, help="activation store directory")
+    parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
+    parser.add_argument("--n-latents", type=int, required=True, help="dictionary size")
+    parser.add_argument("--k", type=int, required=True, help="active latents per token")
+    parser.add_argument(
+        "--steps", type=int, default=10_000, help="total optimiser steps (default 10000)"
+    )
+    parser.add_argument("--batch-size", type=int, default=4096, help="rows per step (default 4096)")
+    parser.add_argument("--lr", type=float, default=3e-4, help="Adam learning rate (default 3e-4)")
+    parser.add_argument(
+        "--buffer-size", type=int, default=None, help="shuffle buffer rows (default 16 batches)"
+    )
+    parser.add_argument(
+        "--dead-after-tokens",
+        type=int,
+        default=10_000_000,
+        help="rows without firing before a latent counts as dead",
+    )
+    parser.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1000,
+        help="steps between checkpoints (0: only at the end)",
+    )
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--out", default="runs/sae", help="output directory (default runs/sae)")
+    parser.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from pipeline.sae.from_store import train_sae_from_store
+    from pipeline.sae.trainer import TrainerConfig
+
+    config = TrainerConfig(
+        n_latents=args.n_latents,
+        k=args.k,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        buffer_size=args.buffer_size or 16 * args.batch_size,
+        dead_after_tokens=args.dead_after_tokens,
+        checkpoint_every=args.checkpoint_every,
+        seed=args.seed,
+    )
+    out = Path(args.out).expanduser().resolve()
+    trainer = train_sae_from_store(
+        args.store,
+        args.hook,
+        config,
+        out_dir=out,
+        resume=args.resume,
+        progress=not args.quiet,
+        device=args.device,
+    )
+    print(f"trained to step {trainer.step}; SAE saved to {out / 'sae'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Single-process capture vs the physical limit: a bare forward pass truncated after the
+deepest captured layer, on the same batches with the same threads.
+
+Capture time covers what a worker does per unit: forward, copy into the unit buffer, and
+the commit (Zarr shard, Parquet tokens, record). Each round starts from an empty store so
+every write is a first write, as in a real run. Target (issue 3): at least 0.95.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipeline.bench.models import gpt2_small_folder
+from pipeline.bench.timing import interleaved, markdown_table
+from pipeline.capture.config import CaptureConfig
+from pipeline.capture.model_setup import deepest_hook
+from pipeline.capture.prepare import prepare_capture
+from pipeline.capture.worker import UnitWorker, plan_batches
+
+
+def hook_sets(num_blocks: int) -> dict[str, tuple[str, ...]]:
+    spread = sorted({round(i * (num_blocks - 1) / 3) for i in range(4)} | {num_blocks - 1})
+    spread = spread[-4:] if len(spread) >= 4 else spread
+    return {"1 hook (middle)": (f"layer_{num_blocks // 2}",), "4 hooks (spread)": tuple(f"layer_{i}" for i in spread)}
+
+
+def clear_units(root: Path) -> None:
+    """Remove every unit's files (untimed), so the next round writes fresh files."""
+    for folder in (root / "units", root / "tokens"):
+        for path in folder.iterdir():
+            path.unlink()
+    for shard_dir in (root / "activations.zarr").glob("*/c"):
+        shutil.rmtree(shard_dir)
+
+
+def measure(model: str | None, label: str, units: int, rounds: int, threads: int, workdir: Path) -> list[list]:
+    torch.set_num_threads(threads)
+    rows = []
+    for hooks_label, hooks in hook_sets(_num_blocks(model)).items():
+        config = CaptureConfig(
+            model=model, hooks=hooks, dtype="float16", context_length=128, rows_per_unit=1024,
+            max_tokens=1024 * units, batch_size=8, out=str(workdir / f"{label}-{len(hooks)}"),
+            overwrite=True, torch_threads=threads,
+        )
+        prepared = prepare_capture(config)
+        worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
+        lm, plan = prepared.lm, prepared.plan
+        stop = deepest_hook(lm, hooks)
+        batches = []
+        for unit in range(plan.num_units):
+            start, stop_row = plan.unit_rows(unit)
+            for windows in plan_batches(plan, unit, config.batch_size):
+                ids, mask, _ = worker._batch(windows, start, stop_row)
+                batches.append((ids, mask))
+
+        def capture_round():
+            clear_units(prepared.out)
+            for unit in range(plan.num_units):
+                worker.process(unit)
+
+        def bare_truncated():
+            for ids, mask in batches:
+                lm.inference.forward_ids(ids, mask, stop_after=stop)
+
+        def bare_full():
+            for ids, mask in batches:
+                lm.inference.forward_ids(ids, mask)
+
+        cases = {"bare full forward": bare_full, "bare truncated": bare_truncated, "capture": capture_round}
+        timings = interleaved(cases, rounds=rounds)
+        tokens = plan.num_rows
+        base = timings["bare truncated"].median
+        for name, timing in timings.items():
+            rows.append([label, hooks_label, name, tokens / timing.median, base / timing.median])
+    return rows
+
+
+def _num_blocks(model: str | None) -> int:
+    from transformers import AutoConfig
+
+    from pipeline.model import default_model_path
+
+    return AutoConfig.from_pretrained(model or default_model_path()).num_hidden_layers
+
+
+def run(rounds: int = 3, threads: int | None = None, device: str = "cpu", units: int = 4) -> str:
+    threads = threads or 2
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        rows = measure(None, "MiniLM (6 blocks, d=384)", units, rounds, threads, workdir)
+        rows += measure(str(gpt2_small_folder(workdir / "gpt2")), "GPT-2-small shape (12 blocks, d=768)",
+                        units, rounds, threads, workdir)
+    header = ["model", "hooks", "case", "tokens/s", "throughput / bare truncated"]
+    return f"batch 8 x 128 tokens, {threads} threads, {units} units of 1024 rows\n\n" + markdown_table(header, rows)

@@ -1,0 +1,152 @@
+"""Capture on an in-process local Ray cluster: equality with single-process, fault tolerance."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from pipeline.capture import CaptureConfig, capture
+from pipeline.store.reader import ActivationStore
+from tests.helpers import leftover_temp_files, store_arrays_equal
+
+ray = pytest.importorskip("ray")
+pytestmark = pytest.mark.ray
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield context
+    ray.shutdown()
+
+
+def ray_config(model, out, **overrides) -> CaptureConfig:
+    values = dict(
+        model=str(model),
+        hooks=("layer_1", "layer_3"),
+        dtype="float16",
+        context_length=64,
+        rows_per_unit=512,
+        max_tokens=4000,
+        batch_size=2,
+        out=str(out),
+        num_workers=2,
+        num_cpus_per_worker=0.5,
+        torch_threads=1,
+        max_retries=2,
+    )
+    values.update(overrides)
+    return CaptureConfig(**values)
+
+
+@pytest.fixture(scope="module")
+def clean_store(tiny_gpt2_path, tmp_path_factory):
+    out = tmp_path_factory.mktemp("clean") / "store"
+    capture(ray_config(tiny_gpt2_path, out), progress=False)
+    return out
+
+
+def records(store: Path) -> dict[int, dict]:
+    return {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (store / "units").glob("unit-*.json")}
+
+
+def test_two_actors_equal_single_process(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
+    from pipeline.distributed import run_capture
+
+    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), progress=False)
+    assert store_arrays_equal(clean_store, result.path)
+    ActivationStore.open(result.path).verify()
+    workers = {r["attempt"]["worker"] for r in records(result.path).values()}
+    assert workers == {"w0", "w1"}
+
+
+def test_killed_actor_is_replaced_and_its_unit_recomputed_once(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
+    from pipeline.distributed import run_capture
+
+    config = ray_config(tiny_gpt2_path, tmp_path / "ray", fault_injection={"kill_unit": 3, "kill_after_batches": 2})
+    result = run_capture(config, progress=False)
+    assert (result.path / "units" / ".fault-injected-unit-3").exists()  # an actor really died in unit 3
+    ActivationStore.open(result.path).verify()
+    assert store_arrays_equal(clean_store, result.path)
+    by_unit = records(result.path)
+    assert by_unit[3]["attempt"]["attempt"] == 1  # first attempt died, the second committed
+    assert "." in by_unit[3]["attempt"]["worker"]  # ...on a replacement actor
+    assert all(r["attempt"]["attempt"] == 0 for u, r in by_unit.items() if u != 3)
+
+
+def test_unit_failing_beyond_retries_fails_the_job_naming_it(ray_cluster, tiny_gpt2_path, tmp_path):
+    from pipeline.distributed import run_capture
+    from pipeline.distributed.scheduler import UnitFailedError
+
+    config = ray_config(tiny_gpt2_path, tmp_path / "ray", max_retries=1, fault_injection={"raise_unit": 2})
+    with pytest.raises(UnitFailedError, match=r"(?s)unit 2 failed 2 times.*RuntimeError: injected failure in unit 2"):
+        run_capture(config, progress=False)
+    assert 2 not in records(tmp_path / "ray")
+
+
+def test_gpu_request_on_cluster_without_gpus_fails_at_once(ray_cluster, tiny_gpt2_path, tmp_path):
+    from pipeline.distributed import run_capture
+
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="has 0 GPUs"):
+        run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray", num_gpus_per_worker=1), progress=False)
+    assert time.monotonic() - started < 30
+    assert not (tmp_path / "ray").exists()
+
+
+def test_killed_driver_then_rerun_equals_clean_run(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
+    out = tmp_path / "ray"
+    config = replace(ray_config(tiny_gpt2_path, out), max_tokens=8000)
+    sets = {
+        "model": config.model,
+        "hooks": "[layer_1, layer_3]",
+        "dtype": "float16",
+        "context_length": 64,
+        "rows_per_unit": 512,
+        "max_tokens": 8000,
+        "batch_size": 2,
+        "num_workers": 2,
+        "num_cpus_per_worker": 0.5,
+        "torch_threads": 1,
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["gcs_address"], "RAY_AUTH_MODE": "disabled"}
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.capture", "--quiet", *args, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and len(records(out) if (out / "units").exists() else {}) < 2:
+            assert driver.poll() is None, "the driver ended before it could be killed"
+            time.sleep(0.05)
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait()
+    committed_at_kill = records(out)
+    assert 2 <= len(committed_at_kill) < 16, "the driver must die with work left"
+    assert not (out / "_SUCCESS").exists()
+
+    from pipeline.distributed import run_capture
+
+    result = run_capture(config, progress=False)
+    assert result.units_computed == 16 - len(committed_at_kill)
+    ActivationStore.open(out).verify()
+    assert leftover_temp_files(out) == []
+    clean = tmp_path / "clean8000"
+    capture(replace(config, out=str(clean)), progress=False)
+    assert store_arrays_equal(clean, out)
