@@ -12,6 +12,7 @@ SUITES = {
     "hooks": "pipeline.bench.hooks",
     "capture": "pipeline.bench.capture",
     "sae": "pipeline.sae.bench",
+    "ray": "pipeline.bench.ray_capture",
 }
 
 

@@ -20,13 +20,21 @@ from pathlib import Path
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(
-        prog="python -m jobs.capture", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        prog="python -m jobs.capture",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", help="YAML config (see jobs/configs/)")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key"
+    )
     parser.add_argument("--out", help="store directory (made absolute now)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing store with another config")
-    parser.add_argument("--no-ray", action="store_true", help="capture in this process, without Ray")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an existing store with another config"
+    )
+    parser.add_argument(
+        "--no-ray", action="store_true", help="capture in this process, without Ray"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress output")
     return parser.parse_args(argv)
 
@@ -46,12 +54,16 @@ def main(argv: list[str] | None = None) -> int:
 
         result = run_capture(config, progress=not args.quiet)
     print(f"store: {result.path}")
-    print(f"  {result.num_rows} tokens, {result.num_units} units ({result.units_computed} computed now)")
+    print(
+        f"  {result.num_rows} tokens, {result.num_units} units ({result.units_computed} computed now)"
+    )
     print(f"  hooks: {', '.join(f'{h} (d={d})' for h, d in result.hooks.items())}")
     print("open it with:")
     print(f"  python -m jobs.inspect {result.path}")
     print(f"  pandas.read_parquet('{result.path}/tokens')")
-    print(f"  zarr.open_group('{result.path}/activations.zarr', mode='r')['{next(iter(result.hooks))}']")
+    print(
+        f"  zarr.open_group('{result.path}/activations.zarr', mode='r')['{next(iter(result.hooks))}']"
+    )
     print(f"  pipeline.store.reader.ActivationStore.open('{result.path}')")
     return 0
 

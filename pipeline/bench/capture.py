@@ -25,7 +25,10 @@ from pipeline.capture.worker import UnitWorker, plan_batches
 def hook_sets(num_blocks: int) -> dict[str, tuple[str, ...]]:
     spread = sorted({round(i * (num_blocks - 1) / 3) for i in range(4)} | {num_blocks - 1})
     spread = spread[-4:] if len(spread) >= 4 else spread
-    return {"1 hook (middle)": (f"layer_{num_blocks // 2}",), "4 hooks (spread)": tuple(f"layer_{i}" for i in spread)}
+    return {
+        "1 hook (middle)": (f"layer_{num_blocks // 2}",),
+        "4 hooks (spread)": tuple(f"layer_{i}" for i in spread),
+    }
 
 
 def clear_units(root: Path) -> None:
@@ -37,46 +40,63 @@ def clear_units(root: Path) -> None:
         shutil.rmtree(shard_dir)
 
 
-def measure(model: str | None, label: str, units: int, rounds: int, threads: int, workdir: Path) -> list[list]:
+def measure(
+    model: str | None, label: str, units: int, rounds: int, threads: int, workdir: Path
+) -> list[list]:
     torch.set_num_threads(threads)
     rows = []
     for hooks_label, hooks in hook_sets(_num_blocks(model)).items():
         config = CaptureConfig(
-            model=model, hooks=hooks, dtype="float16", context_length=128, rows_per_unit=1024,
-            max_tokens=1024 * units, batch_size=8, out=str(workdir / f"{label}-{len(hooks)}"),
-            overwrite=True, torch_threads=threads,
+            model=model,
+            hooks=hooks,
+            dtype="float16",
+            context_length=128,
+            rows_per_unit=1024,
+            max_tokens=1024 * units,
+            batch_size=8,
+            out=str(workdir / f"{label}-{len(hooks)}"),
+            overwrite=True,
+            torch_threads=threads,
         )
-        prepared = prepare_capture(config)
-        worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
-        lm, plan = prepared.lm, prepared.plan
-        stop = deepest_hook(lm, hooks)
-        batches = []
-        for unit in range(plan.num_units):
-            start, stop_row = plan.unit_rows(unit)
-            for windows in plan_batches(plan, unit, config.batch_size):
-                ids, mask, _ = worker._batch(windows, start, stop_row)
-                batches.append((ids, mask))
-
-        def capture_round():
-            clear_units(prepared.out)
-            for unit in range(plan.num_units):
-                worker.process(unit)
-
-        def bare_truncated():
-            for ids, mask in batches:
-                lm.inference.forward_ids(ids, mask, stop_after=stop)
-
-        def bare_full():
-            for ids, mask in batches:
-                lm.inference.forward_ids(ids, mask)
-
-        cases = {"bare full forward": bare_full, "bare truncated": bare_truncated, "capture": capture_round}
-        timings = interleaved(cases, rounds=rounds)
-        tokens = plan.num_rows
+        timings, tokens = time_capture_cases(config, rounds)
         base = timings["bare truncated"].median
         for name, timing in timings.items():
             rows.append([label, hooks_label, name, tokens / timing.median, base / timing.median])
     return rows
+
+
+def time_capture_cases(config: CaptureConfig, rounds: int):
+    """Interleaved timings of capture, bare truncated and bare full forward passes."""
+    prepared = prepare_capture(config)
+    worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
+    lm, plan = prepared.lm, prepared.plan
+    stop = deepest_hook(lm, config.hooks)
+    batches = []
+    for unit in range(plan.num_units):
+        start, stop_row = plan.unit_rows(unit)
+        for windows in plan_batches(plan, unit, config.batch_size):
+            ids, mask, _ = worker._batch(windows, start, stop_row)
+            batches.append((ids, mask))
+
+    def capture_round():
+        clear_units(prepared.out)
+        for unit in range(plan.num_units):
+            worker.process(unit)
+
+    def bare_truncated():
+        for ids, mask in batches:
+            lm.inference.forward_ids(ids, mask, stop_after=stop)
+
+    def bare_full():
+        for ids, mask in batches:
+            lm.inference.forward_ids(ids, mask)
+
+    cases = {
+        "bare full forward": bare_full,
+        "bare truncated": bare_truncated,
+        "capture": capture_round,
+    }
+    return interleaved(cases, rounds=rounds), plan.num_rows
 
 
 def _num_blocks(model: str | None) -> int:
@@ -92,7 +112,16 @@ def run(rounds: int = 3, threads: int | None = None, device: str = "cpu", units:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         rows = measure(None, "MiniLM (6 blocks, d=384)", units, rounds, threads, workdir)
-        rows += measure(str(gpt2_small_folder(workdir / "gpt2")), "GPT-2-small shape (12 blocks, d=768)",
-                        units, rounds, threads, workdir)
+        rows += measure(
+            str(gpt2_small_folder(workdir / "gpt2")),
+            "GPT-2-small shape (12 blocks, d=768)",
+            units,
+            rounds,
+            threads,
+            workdir,
+        )
     header = ["model", "hooks", "case", "tokens/s", "throughput / bare truncated"]
-    return f"batch 8 x 128 tokens, {threads} threads, {units} units of 1024 rows\n\n" + markdown_table(header, rows)
+    return (
+        f"batch 8 x 128 tokens, {threads} threads, {units} units of 1024 rows\n\n"
+        + markdown_table(header, rows)
+    )

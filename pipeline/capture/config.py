@@ -74,7 +74,9 @@ class CaptureConfig:
         if self.dtype not in STORE_DTYPES:
             raise ValueError(f"dtype must be one of {list(STORE_DTYPES)}, got {self.dtype!r}")
         if self.model_dtype not in MODEL_DTYPES:
-            raise ValueError(f"model_dtype must be one of {list(MODEL_DTYPES)}, got {self.model_dtype!r}")
+            raise ValueError(
+                f"model_dtype must be one of {list(MODEL_DTYPES)}, got {self.model_dtype!r}"
+            )
         if self.mode not in ("packing", "document"):
             raise ValueError(f"mode must be 'packing' or 'document', got {self.mode!r}")
         positive = {
@@ -88,9 +90,13 @@ class CaptureConfig:
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.max_tokens is not None and self.max_tokens < 1:
-            raise ValueError(f"max_tokens must be a positive integer or None, got {self.max_tokens!r}")
+            raise ValueError(
+                f"max_tokens must be a positive integer or None, got {self.max_tokens!r}"
+            )
         if self.torch_threads is not None and self.torch_threads < 1:
-            raise ValueError(f"torch_threads must be a positive integer or None, got {self.torch_threads!r}")
+            raise ValueError(
+                f"torch_threads must be a positive integer or None, got {self.torch_threads!r}"
+            )
         if self.num_gpus_per_worker < 0 or self.num_cpus_per_worker < 0:
             raise ValueError("num_gpus_per_worker and num_cpus_per_worker must be >= 0")
         if self.max_retries < 0:

@@ -50,21 +50,27 @@ def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
     values = dict(values)
     unknown = sorted(set(values) - set(_known(CaptureConfig)))
     if unknown:
-        raise ValueError(f"unknown config keys {unknown}; known keys: {', '.join(_known(CaptureConfig))}")
+        raise ValueError(
+            f"unknown config keys {unknown}; known keys: {', '.join(_known(CaptureConfig))}"
+        )
     corpus = values.pop("corpus", None)
     if corpus is not None:
         if not isinstance(corpus, dict):
             raise ValueError(f"corpus must be a mapping, got {corpus!r}")
         unknown = sorted(set(corpus) - set(_known(CorpusConfig)))
         if unknown:
-            raise ValueError(f"unknown corpus keys {unknown}; known keys: {', '.join(_known(CorpusConfig))}")
+            raise ValueError(
+                f"unknown corpus keys {unknown}; known keys: {', '.join(_known(CorpusConfig))}"
+            )
         values["corpus"] = CorpusConfig(**corpus)
     if isinstance(values.get("hooks"), str):
         values["hooks"] = [h.strip() for h in values["hooks"].split(",") if h.strip()]
     return CaptureConfig(**values)
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> CaptureConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> CaptureConfig:
     """Defaults, then the YAML file (if any), then `--set` overrides, in that order."""
     values: dict[str, Any] = {}
     if path is not None:

@@ -52,7 +52,9 @@ def probe_widths(lm: LanguageModel, hooks: tuple[str, ...]) -> dict[str, int]:
         captured = detector.get_captured()
         if captured is None or captured.dim() != 3:
             shape = None if captured is None else tuple(captured.shape)
-            raise ValueError(f"hook {hook!r} does not produce [batch, seq, d] activations (got {shape})")
+            raise ValueError(
+                f"hook {hook!r} does not produce [batch, seq, d] activations (got {shape})"
+            )
         widths[hook] = int(captured.shape[-1])
     return widths
 

@@ -29,7 +29,9 @@ class PreparedCapture:
 
 def check_output_path(out: Path) -> None:
     if out.exists() and not out.is_dir():
-        raise ValueError(f"the output path {out} is a file; choose a directory path for the store (--out)")
+        raise ValueError(
+            f"the output path {out} is a file; choose a directory path for the store (--out)"
+        )
 
 
 def store_meta(config: CaptureConfig, lm: LanguageModel, corpus: Corpus) -> dict:
@@ -73,7 +75,9 @@ def prepare_capture(config: CaptureConfig, plan: TokenPlan | None = None) -> Pre
         )
     limit = lm.max_positions
     if limit is not None and config.context_length > limit:
-        raise ValueError(f"context_length={config.context_length} exceeds the model's {limit} positions")
+        raise ValueError(
+            f"context_length={config.context_length} exceeds the model's {limit} positions"
+        )
     writer = StoreWriter.create_or_open(
         out, store_meta(config, lm, corpus), widths, config.dtype, plan, overwrite=config.overwrite
     )

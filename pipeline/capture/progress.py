@@ -23,7 +23,9 @@ class Progress:
         self._last_line = self.started
         self._bar = None
         if self.stream.isatty():
-            self._bar = tqdm(total=total_rows, initial=done_rows, unit="tok", unit_scale=True, file=self.stream)
+            self._bar = tqdm(
+                total=total_rows, initial=done_rows, unit="tok", unit_scale=True, file=self.stream
+            )
 
     def advance(self, rows: int) -> None:
         self.done_rows += rows

@@ -6,6 +6,7 @@ the same command after a crash finishes the store.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ class CaptureResult:
     num_units: int
     units_computed: int
     hooks: dict[str, int]
+    compute_s: float = 0.0  # wall time of the unit loop (model loading and planning excluded)
 
 
 def capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
@@ -42,6 +44,7 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
     meter = Progress(plan.num_rows, done_rows) if progress else None
     worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
+    began = time.perf_counter()
     for unit in pending:
         worker.process(unit)
         if meter is not None:
@@ -56,4 +59,5 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
         num_units=plan.num_units,
         units_computed=len(pending),
         hooks=prepared.widths,
+        compute_s=time.perf_counter() - began,
     )

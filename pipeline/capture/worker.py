@@ -29,7 +29,11 @@ from pipeline.model import LanguageModel
 from pipeline.store.plan import TokenPlan
 from pipeline.store.writer import StoreWriter
 
-_TORCH_STORE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+_TORCH_STORE_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 
 @dataclass(frozen=True)
@@ -97,18 +101,23 @@ class UnitWorker:
         dtype = _TORCH_STORE_DTYPES[self.config.dtype]
         pin = device.type == "cuda"
         buffers = {
-            hook: torch.empty((stop - start, d), dtype=dtype, pin_memory=pin) for hook, d in self.widths.items()
+            hook: torch.empty((stop - start, d), dtype=dtype, pin_memory=pin)
+            for hook, d in self.widths.items()
         }
         detectors = [UnitBufferDetector(hook, buffers[hook]) for hook in self.config.hooks]
         forward_s = 0.0
         with self.lm.layers.hooks(*detectors):
-            for batch_index, windows in enumerate(plan_batches(self.plan, unit, self.config.batch_size)):
+            for batch_index, windows in enumerate(
+                plan_batches(self.plan, unit, self.config.batch_size)
+            ):
                 ids_BT, mask_BT, copies = self._batch(windows, start, stop)
                 for detector in detectors:
                     detector.copies = copies
                 self._maybe_die(unit, batch_index)
                 t0 = time.perf_counter()
-                self.lm.inference.forward_ids(ids_BT.to(device), mask_BT.to(device), stop_after=self.stop_after)
+                self.lm.inference.forward_ids(
+                    ids_BT.to(device), mask_BT.to(device), stop_after=self.stop_after
+                )
                 forward_s += time.perf_counter() - t0
         if pin:
             torch.cuda.synchronize(device)
@@ -116,7 +125,10 @@ class UnitWorker:
         return self.writer.write_unit(
             unit,
             activations,
-            timing={"forward_s": round(forward_s, 6), "unit_s": round(time.perf_counter() - began, 6)},
+            timing={
+                "forward_s": round(forward_s, 6),
+                "unit_s": round(time.perf_counter() - began, 6),
+            },
             attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
         )
 
@@ -127,7 +139,9 @@ class UnitWorker:
         mask_BT = torch.zeros((len(windows), width), dtype=torch.long)
         copies = []
         for row, (window, (a, b)) in enumerate(zip(windows, spans, strict=True)):
-            ids_BT[row, : b - a] = torch.from_numpy(self.plan.window_token_ids(window).astype(np.int64))
+            ids_BT[row, : b - a] = torch.from_numpy(
+                self.plan.window_token_ids(window).astype(np.int64)
+            )
             mask_BT[row, : b - a] = 1
             lo, hi = max(a, unit_start), min(b, unit_stop)
             copies.append(RowCopy(batch_row=row, start=lo - a, stop=hi - a, dest=lo - unit_start))

@@ -24,7 +24,12 @@ class CaptureActor:
 
     def process(self, unit: int, attempt: int) -> dict:
         record = self.worker.process(unit, attempt=attempt)
-        return {"unit": unit, "rows": [record["row_start"], record["row_stop"]], "timing": record["timing"], "attempt": attempt}
+        return {
+            "unit": unit,
+            "rows": [record["row_start"], record["row_stop"]],
+            "timing": record["timing"],
+            "attempt": attempt,
+        }
 
 
 def start_actor(config: CaptureConfig, store_path: str, plan_ref, worker_id: str):
@@ -36,4 +41,6 @@ def start_actor(config: CaptureConfig, store_path: str, plan_ref, worker_id: str
         "max_concurrency": 1,
         "name": None,
     }
-    return ray.remote(CaptureActor).options(**options).remote(config, store_path, plan_ref, worker_id)
+    return (
+        ray.remote(CaptureActor).options(**options).remote(config, store_path, plan_ref, worker_id)
+    )

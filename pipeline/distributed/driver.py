@@ -10,6 +10,7 @@ that have no commit record.
 from __future__ import annotations
 
 import os
+import time
 from collections import deque
 from dataclasses import replace
 
@@ -82,13 +83,17 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
         """The actor died: its oldest unit spends a retry, the ones queued behind it do not."""
         for position, ref in enumerate(list(queued[index])):
             _, unit, _ = in_flight.pop(ref)
-            queue.failed(unit, f"actor w{index} died: {type(error).__name__}: {error}", counts=position == 0)
+            queue.failed(
+                unit, f"actor w{index} died: {type(error).__name__}: {error}", counts=position == 0
+            )
         queued[index].clear()
         ray.kill(actors[index], no_restart=True)
         generation[index] += 1
         actors[index] = start_actor(config, store_path, plan_ref, f"w{index}.{generation[index]}")
 
     try:
+        ray.get([actor.ready.remote() for actor in actors.values()])  # models loaded
+        began = time.perf_counter()
         for index in actors:
             submit(index)
         while in_flight:
@@ -112,6 +117,7 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
                     start, stop = plan.unit_rows(unit)
                     meter.advance(stop - start)
             submit(index)
+        compute_s = time.perf_counter() - began
     finally:
         for actor in actors.values():
             ray.kill(actor, no_restart=True)
@@ -124,4 +130,5 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
         num_units=plan.num_units,
         units_computed=len(pending),
         hooks=writer.hooks,
+        compute_s=compute_s,
     )

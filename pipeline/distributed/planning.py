@@ -24,7 +24,9 @@ def _tokenize_shard(model_dir: str, documents: list[Document]):
     return tokenize_documents(documents, AutoTokenizer.from_pretrained(model_dir))
 
 
-def plan_in_parallel(config: CaptureConfig, min_docs_per_task: int = MIN_DOCS_PER_TASK) -> TokenPlan | None:
+def plan_in_parallel(
+    config: CaptureConfig, min_docs_per_task: int = MIN_DOCS_PER_TASK
+) -> TokenPlan | None:
     """The plan built with Ray tasks, or None when the corpus is too small to bother."""
     documents = list(Corpus(config.corpus))
     if len(documents) < 2 * min_docs_per_task:
@@ -35,7 +37,9 @@ def plan_in_parallel(config: CaptureConfig, min_docs_per_task: int = MIN_DOCS_PE
     num_tasks = max(2, min(64, len(documents) // min_docs_per_task))
     bounds = [len(documents) * i // num_tasks for i in range(num_tasks + 1)]
     task = ray.remote(_tokenize_shard).options(num_cpus=1)
-    refs = [task.remote(model_dir, documents[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)]
+    refs = [
+        task.remote(model_dir, documents[a:b]) for a, b in zip(bounds, bounds[1:], strict=False)
+    ]
     token_ids = [ids for shard in ray.get(refs) for ids in shard]
     plan_config = PlanConfig(
         context_length=config.context_length,
@@ -43,4 +47,6 @@ def plan_in_parallel(config: CaptureConfig, min_docs_per_task: int = MIN_DOCS_PE
         rows_per_unit=config.rows_per_unit,
         max_tokens=config.max_tokens,
     )
-    return assemble_plan(documents, token_ids, AutoTokenizer.from_pretrained(model_dir), plan_config)
+    return assemble_plan(
+        documents, token_ids, AutoTokenizer.from_pretrained(model_dir), plan_config
+    )

@@ -23,7 +23,9 @@ pytestmark = [pytest.mark.slow, pytest.mark.ray]
 
 
 def run(*args, env, timeout=300, check=True):
-    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=check)
+    return subprocess.run(
+        args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout, check=check
+    )
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +34,9 @@ def head_node():
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     cluster_dir = Path(tempfile.mkdtemp(prefix="rayE2E", dir="/tmp"))
     try:
-        address = run("infra/ray-local.sh", "start", str(cluster_dir), "6390", "8275", env=env).stdout.strip()
+        address = run(
+            "infra/ray-local.sh", "start", str(cluster_dir), "6390", "8275", env=env
+        ).stdout.strip()
         yield address, env
     finally:
         run("infra/ray-local.sh", "stop", str(cluster_dir), env=env, check=False)
@@ -43,9 +47,26 @@ def test_ray_job_submit_default_capture(head_node, tmp_path):
     address, env = head_node
     out = tmp_path / "store"
     submitted = run(
-        "ray", "job", "submit", "--address", address, "--working-dir", ".", "--no-wait", "--",
-        "python", "-m", "jobs.capture", "--set", "max_tokens=12000", "--set", "rows_per_unit=2048",
-        "--set", "num_cpus_per_worker=0.5", "--out", str(out),
+        "ray",
+        "job",
+        "submit",
+        "--address",
+        address,
+        "--working-dir",
+        ".",
+        "--no-wait",
+        "--",
+        "python",
+        "-m",
+        "jobs.capture",
+        "--set",
+        "max_tokens=12000",
+        "--set",
+        "rows_per_unit=2048",
+        "--set",
+        "num_cpus_per_worker=0.5",
+        "--out",
+        str(out),
         env=env,
     )
     job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
@@ -54,11 +75,16 @@ def test_ray_job_submit_default_capture(head_node, tmp_path):
     while time.monotonic() < deadline:
         answer = run("ray", "job", "status", "--address", address, job_id, env=env)
         status = (answer.stdout + answer.stderr).lower()
-        if any(f"job '{job_id.lower()}' {word}" in status for word in ("succeeded", "failed", "stopped")):
+        if any(
+            f"job '{job_id.lower()}' {word}" in status
+            for word in ("succeeded", "failed", "stopped")
+        ):
             break
         time.sleep(2)
     logs = run("ray", "job", "logs", "--address", address, job_id, env=env, check=False).stdout
-    assert f"job '{job_id.lower()}' succeeded" in status, f"job ended as:\n{status}\nlogs:\n{logs[-4000:]}"
+    assert f"job '{job_id.lower()}' succeeded" in status, (
+        f"job ended as:\n{status}\nlogs:\n{logs[-4000:]}"
+    )
     assert f"store: {out}" in logs and "progress:" in logs
     store = ActivationStore.open(out)
     summary = store.verify()

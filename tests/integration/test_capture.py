@@ -89,7 +89,9 @@ def test_rerun_of_finished_store_computes_nothing(tiny_gpt2_path, tmp_path):
     assert first.units_computed == first.num_units and again.units_computed == 0
 
 
-def run_capture_subprocess(config_args: list[str], check: bool = True) -> subprocess.CompletedProcess:
+def run_capture_subprocess(
+    config_args: list[str], check: bool = True
+) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TRANSFORMERS_VERBOSITY": "error"}
     command = [sys.executable, "-m", "jobs.capture", "--no-ray", "--quiet", *config_args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=check)
@@ -166,7 +168,10 @@ def test_write_failure_commits_nothing_and_rerun_completes(tiny_gpt2_path, tmp_p
 
 def test_unknown_hook_fails_before_any_store_is_written(tiny_gpt2_path, tmp_path):
     with pytest.raises(ValueError, match="closest names"):
-        capture(tiny_config(tiny_gpt2_path, tmp_path / "s", hooks=("transformer.h.1.mlpp",)), progress=False)
+        capture(
+            tiny_config(tiny_gpt2_path, tmp_path / "s", hooks=("transformer.h.1.mlpp",)),
+            progress=False,
+        )
     assert not (tmp_path / "s").exists()
 
 
@@ -181,7 +186,9 @@ def test_store_path_that_is_a_file_is_refused(tiny_gpt2_path, tmp_path):
 def test_corpus_without_tokens_is_a_clear_error(tiny_gpt2_path, tmp_path):
     corpus = tmp_path / "empty.jsonl"
     corpus.write_text("\n".join(json.dumps({"text": t}) for t in ["", "   ", "\n"]))
-    config = tiny_config(tiny_gpt2_path, tmp_path / "s", corpus=CorpusConfig(kind="jsonl", path=str(corpus)))
+    config = tiny_config(
+        tiny_gpt2_path, tmp_path / "s", corpus=CorpusConfig(kind="jsonl", path=str(corpus))
+    )
     with pytest.raises(ValueError, match="no tokens"):
         capture(config, progress=False)
 

@@ -57,7 +57,10 @@ def clean_store(tiny_gpt2_path, tmp_path_factory):
 
 
 def records(store: Path) -> dict[int, dict]:
-    return {int(p.stem.split("-")[1]): json.loads(p.read_text()) for p in (store / "units").glob("unit-*.json")}
+    return {
+        int(p.stem.split("-")[1]): json.loads(p.read_text())
+        for p in (store / "units").glob("unit-*.json")
+    }
 
 
 def test_two_actors_equal_single_process(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
@@ -70,12 +73,18 @@ def test_two_actors_equal_single_process(ray_cluster, tiny_gpt2_path, clean_stor
     assert workers == {"w0", "w1"}
 
 
-def test_killed_actor_is_replaced_and_its_unit_recomputed_once(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
+def test_killed_actor_is_replaced_and_its_unit_recomputed_once(
+    ray_cluster, tiny_gpt2_path, clean_store, tmp_path
+):
     from pipeline.distributed import run_capture
 
-    config = ray_config(tiny_gpt2_path, tmp_path / "ray", fault_injection={"kill_unit": 3, "kill_after_batches": 2})
+    config = ray_config(
+        tiny_gpt2_path, tmp_path / "ray", fault_injection={"kill_unit": 3, "kill_after_batches": 2}
+    )
     result = run_capture(config, progress=False)
-    assert (result.path / "units" / ".fault-injected-unit-3").exists()  # an actor really died in unit 3
+    assert (
+        result.path / "units" / ".fault-injected-unit-3"
+    ).exists()  # an actor really died in unit 3
     ActivationStore.open(result.path).verify()
     assert store_arrays_equal(clean_store, result.path)
     by_unit = records(result.path)
@@ -88,8 +97,13 @@ def test_unit_failing_beyond_retries_fails_the_job_naming_it(ray_cluster, tiny_g
     from pipeline.distributed import run_capture
     from pipeline.distributed.scheduler import UnitFailedError
 
-    config = ray_config(tiny_gpt2_path, tmp_path / "ray", max_retries=1, fault_injection={"raise_unit": 2})
-    with pytest.raises(UnitFailedError, match=r"(?s)unit 2 failed 2 times.*RuntimeError: injected failure in unit 2"):
+    config = ray_config(
+        tiny_gpt2_path, tmp_path / "ray", max_retries=1, fault_injection={"raise_unit": 2}
+    )
+    with pytest.raises(
+        UnitFailedError,
+        match=r"(?s)unit 2 failed 2 times.*RuntimeError: injected failure in unit 2",
+    ):
         run_capture(config, progress=False)
     assert 2 not in records(tmp_path / "ray")
 
@@ -99,12 +113,16 @@ def test_gpu_request_on_cluster_without_gpus_fails_at_once(ray_cluster, tiny_gpt
 
     started = time.monotonic()
     with pytest.raises(ValueError, match="has 0 GPUs"):
-        run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray", num_gpus_per_worker=1), progress=False)
+        run_capture(
+            ray_config(tiny_gpt2_path, tmp_path / "ray", num_gpus_per_worker=1), progress=False
+        )
     assert time.monotonic() - started < 30
     assert not (tmp_path / "ray").exists()
 
 
-def test_killed_driver_then_rerun_equals_clean_run(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
+def test_killed_driver_then_rerun_equals_clean_run(
+    ray_cluster, tiny_gpt2_path, clean_store, tmp_path
+):
     out = tmp_path / "ray"
     config = replace(ray_config(tiny_gpt2_path, out), max_tokens=8000)
     sets = {
@@ -120,7 +138,11 @@ def test_killed_driver_then_rerun_equals_clean_run(ray_cluster, tiny_gpt2_path, 
         "torch_threads": 1,
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    env = {**os.environ, "RAY_ADDRESS": ray_cluster.address_info["gcs_address"], "RAY_AUTH_MODE": "disabled"}
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray_cluster.address_info["gcs_address"],
+        "RAY_AUTH_MODE": "disabled",
+    }
     driver = subprocess.Popen(
         [sys.executable, "-m", "jobs.capture", "--quiet", *args, "--out", str(out)],
         cwd=REPO,
@@ -131,7 +153,10 @@ def test_killed_driver_then_rerun_equals_clean_run(ray_cluster, tiny_gpt2_path, 
     )
     try:
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and len(records(out) if (out / "units").exists() else {}) < 2:
+        while (
+            time.monotonic() < deadline
+            and len(records(out) if (out / "units").exists() else {}) < 2
+        ):
             assert driver.poll() is None, "the driver ended before it could be killed"
             time.sleep(0.05)
         os.killpg(driver.pid, signal.SIGKILL)
