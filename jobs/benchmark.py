@@ -1,6 +1,7 @@
-"""`python -m jobs.benchmark WHAT`: the performance figures of docs/performance.md.
+"""`python -m jobs.benchmark SUITE`: the performance figures of docs/performance.md.
 
-Each prints a Markdown table of ratios against a baseline measured in the same run.
+Each suite prints a Markdown table of ratios against a baseline measured in the same run.
+`python -m jobs.benchmark --gpu` runs the GPU suite (bf16 GPT-2-small shape on cuda).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ SUITES = {
     "capture": "pipeline.bench.capture",
     "sae": "pipeline.sae.bench",
     "ray": "pipeline.bench.ray_capture",
+    "gpu": "pipeline.bench.gpu",
+    "memory": "pipeline.bench.memory",
 }
 
 
@@ -20,17 +23,24 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("suite", choices=sorted(SUITES), help="which benchmark to run")
+    parser.add_argument("suite", nargs="?", choices=sorted(SUITES), help="which benchmark to run")
+    parser.add_argument("--gpu", action="store_true", help="run the GPU suite on cuda")
     parser.add_argument(
-        "--rounds", type=int, default=7, help="timed rounds per case (medians are reported)"
+        "--rounds", type=int, default=5, help="timed rounds per case (medians are reported)"
     )
     parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's choice)"
+        "--threads", type=int, default=None, help="torch threads (default: the suite's)"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--device", default=None, help="cpu or cuda (default: cpu, cuda with --gpu)"
+    )
     args = parser.parse_args(argv)
-    module = importlib.import_module(SUITES[args.suite])
-    print(module.run(rounds=args.rounds, threads=args.threads, device=args.device))
+    suite = "gpu" if args.gpu else args.suite
+    if suite is None:
+        parser.error("name a suite or pass --gpu")
+    device = args.device or ("cuda" if suite == "gpu" else "cpu")
+    module = importlib.import_module(SUITES[suite])
+    print(module.run(rounds=args.rounds, threads=args.threads, device=device))
 
 
 if __name__ == "__main__":

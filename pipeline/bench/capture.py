@@ -19,7 +19,7 @@ from pipeline.bench.timing import interleaved, markdown_table
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook
 from pipeline.capture.prepare import prepare_capture
-from pipeline.capture.worker import UnitWorker, plan_batches
+from pipeline.capture.worker import UnitWorker, plan_batches, process_units
 
 
 def hook_sets(num_blocks: int) -> dict[str, tuple[str, ...]]:
@@ -76,27 +76,33 @@ def time_capture_cases(config: CaptureConfig, rounds: int):
         start, stop_row = plan.unit_rows(unit)
         for windows in plan_batches(plan, unit, config.batch_size):
             ids, mask, _ = worker._batch(windows, start, stop_row)
-            batches.append((ids, mask))
+            batches.append((ids.to(lm.device), mask.to(lm.device)))
+
+    def sync():
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize(lm.device)
 
     def capture_round():
-        clear_units(prepared.out)
-        for unit in range(plan.num_units):
-            worker.process(unit)
+        for _ in process_units(worker, list(range(plan.num_units))):
+            pass
 
     def bare_truncated():
         for ids, mask in batches:
             lm.inference.forward_ids(ids, mask, stop_after=stop)
+        sync()
 
     def bare_full():
         for ids, mask in batches:
             lm.inference.forward_ids(ids, mask)
+        sync()
 
     cases = {
         "bare full forward": bare_full,
         "bare truncated": bare_truncated,
         "capture": capture_round,
     }
-    return interleaved(cases, rounds=rounds), plan.num_rows
+    setups = {"capture": lambda: clear_units(prepared.out)}  # every round writes fresh files
+    return interleaved(cases, rounds=rounds, setups=setups), plan.num_rows
 
 
 def _num_blocks(model: str | None) -> int:

@@ -7,12 +7,12 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
 
-from pipeline.model import default_model_path
+from pipeline.model.defaults import default_model_path
 
 
-def gpt2_small_folder(path: Path, seed: int = 0) -> Path:
+def gpt2_small_folder(path: Path, seed: int = 0, tokenizer_dir: Path | None = None) -> Path:
     """GPT-2 small shape (12 blocks, d=768) with MiniLM's tokenizer, via save_pretrained."""
-    tokenizer = AutoTokenizer.from_pretrained(default_model_path())
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir or default_model_path())
     torch.manual_seed(seed)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=1024))
     model.save_pretrained(path)

@@ -19,18 +19,31 @@ class Timing:
 
 
 def interleaved(
-    cases: dict[str, Callable[[], object]], rounds: int = 5, warmup: int = 1
+    cases: dict[str, Callable[[], object]],
+    rounds: int = 5,
+    warmup: int = 1,
+    setups: dict[str, Callable[[], object]] | None = None,
 ) -> dict[str, Timing]:
-    """Run each case once per round, in turn, after `warmup` untimed rounds."""
+    """Run each case once per round, in turn, after `warmup` untimed rounds.
+
+    `setups[name]`, if given, runs untimed before every run of that case.
+    """
+    setups = setups or {}
+
+    def once(name: str, fn: Callable[[], object]) -> float:
+        if name in setups:
+            setups[name]()
+        start = time.perf_counter()
+        fn()
+        return time.perf_counter() - start
+
     for _ in range(warmup):
-        for fn in cases.values():
-            fn()
+        for name, fn in cases.items():
+            once(name, fn)
     samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(rounds):
         for name, fn in cases.items():
-            start = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - start)
+            samples[name].append(once(name, fn))
     return {name: Timing(name, values) for name, values in samples.items()}
 
 

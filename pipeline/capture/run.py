@@ -15,7 +15,7 @@ import torch
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.progress import Progress
-from pipeline.capture.worker import UnitWorker
+from pipeline.capture.worker import UnitWorker, process_units
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,9 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     meter = Progress(plan.num_rows, done_rows) if progress else None
     worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
     began = time.perf_counter()
-    for unit in pending:
-        worker.process(unit)
+    for record in process_units(worker, pending):
         if meter is not None:
-            start, stop = plan.unit_rows(unit)
-            meter.advance(stop - start)
+            meter.advance(record["num_rows"])
     if meter is not None:
         meter.close()
     writer.finalize()

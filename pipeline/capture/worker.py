@@ -5,6 +5,10 @@ in an actor. Activations never leave the worker except as bytes on disk: each ba
 cast to the store dtype on the device, copied into a unit buffer (pinned memory on GPUs,
 non-blocking copies), and the writer commits the whole unit at once.
 
+Writing a unit (checksums, Parquet, fsync) overlaps computing the next: `process` holds
+a lock only while it computes, so two calls in two threads form a two-stage pipeline
+(`process_units` here, a two-thread Ray actor there) with at most two unit buffers alive.
+
 Within a unit, windows are batched longest first so batches carry little padding; the
 order only depends on the plan, so every run of a unit computes the same bytes.
 
@@ -15,7 +19,11 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,9 +100,23 @@ class UnitWorker:
         self.writer = StoreWriter.open(Path(store_path), plan)
         self.widths = self.writer.hooks
         self.stop_after = deepest_hook(self.lm, config.hooks)
+        self._compute_lock = threading.Lock()
 
     def process(self, unit: int, attempt: int = 0) -> dict:
-        """Compute and commit one unit; returns its commit record."""
+        """Compute and commit one unit; returns its commit record.
+
+        Thread-safe: computing is serialized, the write runs outside the lock.
+        """
+        with self._compute_lock:
+            activations, timing = self._compute(unit)
+        return self.writer.write_unit(
+            unit,
+            activations,
+            timing=timing,
+            attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
+        )
+
+    def _compute(self, unit: int) -> tuple[dict[str, np.ndarray], dict]:
         began = time.perf_counter()
         start, stop = self.plan.unit_rows(unit)
         device = self.lm.device
@@ -122,15 +144,11 @@ class UnitWorker:
         if pin:
             torch.cuda.synchronize(device)
         activations = {hook: _as_numpy(buffer) for hook, buffer in buffers.items()}
-        return self.writer.write_unit(
-            unit,
-            activations,
-            timing={
-                "forward_s": round(forward_s, 6),
-                "unit_s": round(time.perf_counter() - began, 6),
-            },
-            attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
-        )
+        timing = {
+            "forward_s": round(forward_s, 6),
+            "compute_s": round(time.perf_counter() - began, 6),
+        }
+        return activations, timing
 
     def _batch(self, windows: list[int], unit_start: int, unit_stop: int):
         spans = [self.plan.window_rows(w) for w in windows]
@@ -169,3 +187,19 @@ def _as_numpy(buffer_RD: torch.Tensor) -> np.ndarray:
     if buffer_RD.dtype == torch.bfloat16:
         return buffer_RD.view(torch.uint16).numpy()
     return buffer_RD.numpy()
+
+
+def process_units(worker: UnitWorker, units: list[int], depth: int = 2) -> Iterator[dict]:
+    """Commit `units` with up to `depth` in flight (compute one while writing another).
+
+    Yields commit records in unit order; the first failure is raised after the units
+    already in flight finished (their commits stand).
+    """
+    with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="unit") as pool:
+        in_flight: deque[Future] = deque()
+        for unit in units:
+            in_flight.append(pool.submit(worker.process, unit))
+            if len(in_flight) >= depth:
+                yield in_flight.popleft().result()
+        while in_flight:
+            yield in_flight.popleft().result()

@@ -119,7 +119,8 @@ def test_sigkill_mid_unit_then_rerun_equals_clean_run(tiny_gpt2_path, tmp_path):
     died = run_capture_subprocess(subprocess_args(tiny_gpt2_path, killed, [fault]), check=False)
     assert died.returncode == -9, died.stderr[-2000:]
     records_before = {p.name: p.read_text() for p in (killed / "units").glob("*.json")}
-    assert sorted(records_before) == [f"unit-{u:05d}.json" for u in range(3)]
+    # Unit 2 may still have been writing while unit 3 computed (the two overlap).
+    assert sorted(records_before) in ([f"unit-{u:05d}.json" for u in range(n)] for n in (2, 3))
     assert not (killed / "_SUCCESS").exists()
 
     run_capture_subprocess(subprocess_args(tiny_gpt2_path, killed, [fault]))
@@ -147,21 +148,21 @@ def test_write_failure_commits_nothing_and_rerun_completes(tiny_gpt2_path, tmp_p
 
     config = tiny_config(tiny_gpt2_path, tmp_path / "s")
     real_write_tokens = writer_module.StoreWriter._write_tokens
-    calls = {"n": 0}
 
     def full_disk(self, path, start, stop):
-        calls["n"] += 1
-        if calls["n"] == 2:
+        if start == config.rows_per_unit:  # unit 1
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_write_tokens(self, path, start, stop)
 
     monkeypatch.setattr(writer_module.StoreWriter, "_write_tokens", full_disk)
     with pytest.raises(OSError, match="unit 1.*No space left"):
         capture(config, progress=False)
-    assert sorted(p.name for p in (tmp_path / "s" / "units").glob("*.json")) == ["unit-00000.json"]
+    committed = sorted(p.name for p in (tmp_path / "s" / "units").glob("*.json"))
+    assert "unit-00001.json" not in committed and "unit-00000.json" in committed
+    assert not (tmp_path / "s" / "_SUCCESS").exists()
     monkeypatch.setattr(writer_module.StoreWriter, "_write_tokens", real_write_tokens)
     result = capture(config, progress=False)
-    assert result.units_computed == result.num_units - 1
+    assert result.units_computed == result.num_units - len(committed)
     ActivationStore.open(result.path).verify()
     assert leftover_temp_files(result.path) == []
 

@@ -175,3 +175,23 @@ def test_killed_driver_then_rerun_equals_clean_run(
     clean = tmp_path / "clean8000"
     capture(replace(config, out=str(clean)), progress=False)
     assert store_arrays_equal(clean, out)
+
+
+def test_parallel_planning_equals_single_process_plan(ray_cluster, tiny_gpt2_path, tmp_path):
+    from transformers import AutoTokenizer
+
+    from pipeline.distributed.planning import plan_in_parallel
+    from pipeline.store.corpus import Corpus
+    from pipeline.store.plan import build_plan
+
+    config = ray_config(tiny_gpt2_path, tmp_path / "unused", max_tokens=None)
+    parallel = plan_in_parallel(config, min_docs_per_task=10)
+    assert parallel is not None, "79 documents at 10 per task must be planned in parallel"
+    single = build_plan(
+        Corpus(config.corpus),
+        AutoTokenizer.from_pretrained(tiny_gpt2_path),
+        context_length=config.context_length,
+        rows_per_unit=config.rows_per_unit,
+    )
+    assert parallel.fingerprint() == single.fingerprint()
+    assert parallel.num_rows == single.num_rows > 100_000
