@@ -11,8 +11,10 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from pipeline.bench import hooks as hooks_bench
@@ -70,7 +72,38 @@ def capture_rows(
             base = timings["bare truncated"].median
             for name, timing in timings.items():
                 rows.append([label, name, tokens / timing.median, base / timing.median])
+            write_s = plain_write_seconds(
+                work / "plain", tokens, 768 * len(hooks) * 2, rows_per_unit, rounds
+            )
+            rows.append(
+                [label, "plain write()+fsync of the same bytes", tokens / write_s, base / write_s]
+            )
     return rows
+
+
+def plain_write_seconds(
+    folder: Path, tokens: int, bytes_per_token: int, rows_per_unit: int, rounds: int
+) -> float:
+    """Median seconds to write `tokens` rows of activations as one file per unit, fsynced.
+
+    The storage bound of capture on this machine: no model, no checksums, no tables.
+    """
+    folder.mkdir(exist_ok=True)
+    unit_bytes = np.random.default_rng(0).integers(
+        0, 255, rows_per_unit * bytes_per_token, dtype=np.uint8
+    )
+    samples = []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        for unit in range(tokens // rows_per_unit):
+            with open(folder / f"unit-{unit}", "wb") as handle:
+                handle.write(unit_bytes.data)
+                handle.flush()
+                os.fsync(handle.fileno())
+        samples.append(time.perf_counter() - began)
+        for path in folder.iterdir():
+            path.unlink()
+    return sorted(samples)[len(samples) // 2]
 
 
 def run(rounds: int = 3, threads: int | None = None, device: str = "cuda", units: int = 8) -> str:

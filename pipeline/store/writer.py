@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,9 @@ class StoreWriter:
         group = zarr.open_group(root / ZARR_DIR, mode="r+")
         self._arrays = {name: group[name] for name in self.hooks}
         self._direct = {name: direct_write_supported(a) for name, a in self._arrays.items()}
+        self._pool = ThreadPoolExecutor(
+            max_workers=min(8, 2 * len(self.hooks)), thread_name_prefix="shard"
+        )
 
     @classmethod
     def create_or_open(
@@ -146,12 +150,23 @@ class StoreWriter:
         current = self.root
         began = time.perf_counter()
         try:
+            # Every hook's shard is written, and every checksum computed, in its own
+            # thread: file I/O and sha256 release the GIL, so a unit takes about as long
+            # as its largest hook instead of the sum of all of them.
+            writes = {
+                name: self._pool.submit(self._write_array_at, name, unit, start, stop, data_RD)
+                for name, data_RD in arrays_RD.items()
+            }
+            digests = {
+                name: self._pool.submit(lambda data: hashlib.sha256(data.data).hexdigest(), data_RD)
+                for name, data_RD in arrays_RD.items()
+            }
             checksums = {}
             for name, data_RD in arrays_RD.items():
                 current = self._shard_path(name, unit)
-                self._write_array(name, unit, start, stop, data_RD)
+                writes[name].result()
                 checksums[name] = {
-                    "sha256": hashlib.sha256(data_RD.data).hexdigest(),
+                    "sha256": digests[name].result(),
                     "shape": list(data_RD.shape),
                     "stored_dtype": self._stored.name,
                 }
@@ -240,6 +255,15 @@ class StoreWriter:
     def _shard_path(self, name: str, unit: int) -> Path:
         key = self._arrays[name].metadata.encode_chunk_key((unit, 0))
         return self.root / ZARR_DIR / name / key
+
+    def _write_array_at(
+        self, name: str, unit: int, start: int, stop: int, data_RD: np.ndarray
+    ) -> None:
+        try:
+            self._write_array(name, unit, start, stop, data_RD)
+        except OSError as e:
+            e.filename = e.filename or str(self._shard_path(name, unit))
+            raise
 
     def _write_array(
         self, name: str, unit: int, start: int, stop: int, data_RD: np.ndarray
