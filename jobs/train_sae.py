@@ -1,6 +1,6 @@
 """`python -m jobs.train_sae`: train a TopK SAE on one hook of an activation store.
 
-    python -m jobs.train_sae --store stores/capture --hook encoder.layer.3 \
+    python -m jobs.train_sae --store stores/capture --hook layer_3 \
         --n-latents 6144 --k 32 --steps 20000 --out runs/sae-l3
 
 Writes checkpoints to OUT/checkpoints/step_N (resume with --resume that folder), metrics

@@ -65,18 +65,24 @@ def measure(
     return rows
 
 
+def unit_batches(worker: UnitWorker) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(ids, mask) of every batch the worker runs for the plan's units, on its device."""
+    plan, device, batches = worker.plan, worker.lm.device, []
+    for unit in range(plan.num_units):
+        start, stop = plan.unit_rows(unit)
+        for windows in plan_batches(plan, unit, worker.config.batch_size):
+            ids, mask, _ = worker._batch(windows, start, stop)
+            batches.append((ids.to(device), mask.to(device)))
+    return batches
+
+
 def time_capture_cases(config: CaptureConfig, rounds: int):
     """Interleaved timings of capture, bare truncated and bare full forward passes."""
     prepared = prepare_capture(config)
     worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
     lm, plan = prepared.lm, prepared.plan
     stop = deepest_hook(lm, config.hooks)
-    batches = []
-    for unit in range(plan.num_units):
-        start, stop_row = plan.unit_rows(unit)
-        for windows in plan_batches(plan, unit, config.batch_size):
-            ids, mask, _ = worker._batch(windows, start, stop_row)
-            batches.append((ids.to(lm.device), mask.to(lm.device)))
+    batches = unit_batches(worker)
 
     def sync():
         if lm.device.type == "cuda":

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import torch
 
+from pipeline.bench.capture import unit_batches
 from pipeline.bench.timing import markdown_table
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook
 from pipeline.capture.prepare import prepare_capture
-from pipeline.capture.worker import UnitWorker, plan_batches
+from pipeline.capture.worker import UnitWorker
 
 
 def bare_tokens_per_s(config: CaptureConfig, rounds: int) -> float:
@@ -27,13 +28,7 @@ def bare_tokens_per_s(config: CaptureConfig, rounds: int) -> float:
     worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
     plan, lm = prepared.plan, prepared.lm
     stop = deepest_hook(lm, config.hooks)
-    batches = []
-    for unit in range(plan.num_units):
-        start, stop_row = plan.unit_rows(unit)
-        batches += [
-            worker._batch(w, start, stop_row)[:2]
-            for w in plan_batches(plan, unit, config.batch_size)
-        ]
+    batches = unit_batches(worker)
     best = []
     for _ in range(rounds):
         began = time.perf_counter()

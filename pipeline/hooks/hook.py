@@ -114,28 +114,22 @@ class Hook:
 
     # --- called by PyTorch through Layers -------------------------------------------
     def _forward_hook(self, module, args, output):
-        if not self.enabled:
-            return None
-        try:
-            return self._on_forward(module, args, output)
-        except HookError:
-            raise
-        except Exception as error:
-            raise HookError(
-                self.id, self.hook_type, f"{type(error).__name__}: {error}", error
-            ) from error
+        return self._guarded(self._on_forward, module, args, output)
 
     def _pre_forward_hook(self, module, args, kwargs):
+        return self._guarded(self._on_pre_forward, module, args, kwargs)
+
+    def _guarded(self, handler, *call):
+        """Run `handler` unless disabled; any exception becomes a HookError naming this hook."""
         if not self.enabled:
             return None
         try:
-            return self._on_pre_forward(module, args, kwargs)
+            return handler(*call)
         except HookError:
             raise
         except Exception as error:
-            raise HookError(
-                self.id, self.hook_type, f"{type(error).__name__}: {error}", error
-            ) from error
+            message = f"{type(error).__name__}: {error}"
+            raise HookError(self.id, self.hook_type, message, error) from error
 
     def _on_forward(self, module, args, output):
         raise NotImplementedError

@@ -1,4 +1,4 @@
-"""The code blocks of docs/hooks.md run, in order, in one namespace."""
+"""The code blocks of each guide in docs/ run, in order, in one namespace per page."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ def python_blocks(page: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", page.read_text(), flags=re.S)
 
 
-@pytest.mark.parametrize("page", ["hooks.md"])
-def test_doc_examples_run(page):
+@pytest.mark.parametrize(("page", "min_blocks"), [("hooks.md", 8), ("sae.md", 8)])
+def test_doc_examples_run(page, min_blocks):
     blocks = python_blocks(DOCS / page)
-    assert blocks, f"{page} has no python examples"
+    assert len(blocks) >= min_blocks, f"{page} lost its python examples"
     namespace: dict = {}
     for block in blocks:
         exec(compile(block, f"{page}", "exec"), namespace)
