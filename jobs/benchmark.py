@@ -16,6 +16,7 @@ SUITES = {
     "ray": "pipeline.bench.ray_capture",
     "gpu": "pipeline.bench.gpu",
     "memory": "pipeline.bench.memory",
+    "capture-ab": "pipeline.bench.capture:run_pipelining_ab",
 }
 
 
@@ -39,8 +40,9 @@ def main(argv: list[str] | None = None) -> None:
     if suite is None:
         parser.error("name a suite or pass --gpu")
     device = args.device or ("cuda" if suite == "gpu" else "cpu")
-    module = importlib.import_module(SUITES[suite])
-    print(module.run(rounds=args.rounds, threads=args.threads, device=device))
+    module_name, _, function = SUITES[suite].partition(":")
+    run = getattr(importlib.import_module(module_name), function or "run")
+    print(run(rounds=args.rounds, threads=args.threads, device=device))
 
 
 if __name__ == "__main__":

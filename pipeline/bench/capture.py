@@ -51,8 +51,8 @@ def measure(
             hooks=hooks,
             dtype="float16",
             context_length=128,
-            rows_per_unit=1024,
-            max_tokens=1024 * units,
+            rows_per_unit=4096,
+            max_tokens=4096 * units,
             batch_size=8,
             out=str(workdir / f"{label}-{len(hooks)}"),
             overwrite=True,
@@ -119,7 +119,7 @@ def _num_blocks(model: str | None) -> int:
     return AutoConfig.from_pretrained(model or default_model_path()).num_hidden_layers
 
 
-def run(rounds: int = 3, threads: int | None = None, device: str = "cpu", units: int = 4) -> str:
+def run(rounds: int = 3, threads: int | None = None, device: str = "cpu", units: int = 2) -> str:
     threads = threads or 2
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -134,6 +134,49 @@ def run(rounds: int = 3, threads: int | None = None, device: str = "cpu", units:
         )
     header = ["model", "hooks", "case", "tokens/s", "throughput / bare truncated"]
     return (
-        f"batch 8 x 128 tokens, {threads} threads, {units} units of 1024 rows\n\n"
+        f"batch 8 x 128 tokens, {threads} threads, {units} units of 4096 rows (the default)\n\n"
         + markdown_table(header, rows)
     )
+
+
+def run_pipelining_ab(rounds: int = 7, threads: int | None = None, device: str = "cpu") -> str:
+    """Where capture's time goes: no write, sequential commits, pipelined commits.
+
+    MiniLM, 4 hooks, 4 units of 1,024 rows, float16; each variant's ratio to the bare
+    truncated forward on the same batches.
+    """
+    torch.set_num_threads(threads or 2)
+    hooks = ("layer_0", "layer_2", "layer_3", "layer_5")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = CaptureConfig(
+            hooks=hooks,
+            dtype="float16",
+            context_length=128,
+            rows_per_unit=1024,
+            max_tokens=4096,
+            batch_size=8,
+            out=str(Path(tmp) / "store"),
+            torch_threads=threads or 2,
+        )
+        prepared = prepare_capture(config)
+        worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
+        units = list(range(prepared.plan.num_units))
+        batches, stop = unit_batches(worker), deepest_hook(prepared.lm, hooks)
+
+        def bare():
+            for ids, mask in batches:
+                prepared.lm.inference.forward_ids(ids, mask, stop_after=stop)
+
+        cases = {
+            "bare truncated": bare,
+            "capture hooks + buffer copies, no write": lambda: [worker._compute(u) for u in units],
+            "sequential: compute, then commit": lambda: list(process_units(worker, units, depth=1)),
+            "pipelined: commit during the next forward": lambda: list(
+                process_units(worker, units, depth=2)
+            ),
+        }
+        clear = {name: (lambda: clear_units(prepared.out)) for name in list(cases)[2:]}
+        timings = interleaved(cases, rounds=rounds, setups=clear)
+    base = timings["bare truncated"].median
+    rows = [[name, base / t.median] for name, t in timings.items()]
+    return markdown_table(["variant", "throughput / bare truncated"], rows)

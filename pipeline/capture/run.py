@@ -45,7 +45,7 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     meter = Progress(plan.num_rows, done_rows) if progress else None
     worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
     began = time.perf_counter()
-    for record in process_units(worker, pending, depth=max(2, config.units_in_flight_per_worker)):
+    for record in process_units(worker, pending):
         if meter is not None:
             meter.advance(record["num_rows"])
     if meter is not None:

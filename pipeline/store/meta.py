@@ -10,6 +10,7 @@ may resume an old store as long as it would write the same bytes.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from importlib import metadata as importlib_metadata
@@ -46,7 +47,9 @@ class StoreMismatchError(ValueError):
         )
 
 
+@functools.cache
 def pipeline_version() -> str:
+    """The installed package's version (looked up once: the lookup reads metadata files)."""
     try:
         return importlib_metadata.version("activation-pipeline")
     except importlib_metadata.PackageNotFoundError:
