@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 from importlib import metadata as importlib_metadata
 from pathlib import Path
 from typing import Any
 
-from pipeline.store.layout import FORMAT_VERSION, STORE_JSON, temp_sibling
+from pipeline.store.atomic import fsync_dir, write_atomic
+from pipeline.store.layout import FORMAT_VERSION, STORE_JSON
 
 _ABSENT = "<absent>"
 
@@ -91,23 +91,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
 
     After this returns the file is durable, and no reader ever sees a partial file.
     """
-    tmp = temp_sibling(path)
-    try:
-        with open(tmp, "w") as f:
-            json.dump(payload, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
+    write_atomic(path, [text.encode()], fsync=True)
     fsync_dir(path.parent)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

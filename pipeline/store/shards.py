@@ -19,13 +19,12 @@ changes it, the writer falls back to zarr's own path.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
-from pipeline.store.layout import temp_sibling
+from pipeline.store.atomic import write_atomic
 
 _EMPTY = np.uint64(2**64 - 1)
 TARGET_CHUNK_BYTES = 1 << 20
@@ -112,16 +111,4 @@ def write_shard(
     pad = bytes((num_filled * chunk_rows - num_rows) * row_bytes)
     index = shard_index(shard_rows // chunk_rows, num_filled, chunk_rows * row_bytes)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path)
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data_RD.reshape(-1).view(np.uint8).data)
-            f.write(pad)
-            f.write(index)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_atomic(path, [data_RD.reshape(-1).view(np.uint8).data, pad, index], fsync=fsync)

@@ -27,6 +27,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
 
+from pipeline.store.atomic import write_atomic
 from pipeline.store.create import (
     build_fingerprint,
     consolidate,
@@ -40,7 +41,6 @@ from pipeline.store.layout import (
     TMP_SUFFIX,
     ZARR_DIR,
     record_file,
-    temp_sibling,
     tokens_file,
 )
 from pipeline.store.manifest import build_record, committed_units
@@ -284,17 +284,7 @@ class StoreWriter:
         sink = pa.BufferOutputStream()
         pq.write_table(self.plan.token_table(start, stop), sink, compression="zstd")
         payload = sink.getvalue()
-        tmp = temp_sibling(path)
-        try:
-            with open(tmp, "wb") as f:
-                f.write(payload)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_atomic(path, [payload], fsync=self.fsync)
         return {
             "path": path.relative_to(self.root).as_posix(),
             "sha256": hashlib.sha256(payload).hexdigest(),

@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 import zarr
 
-import pipeline.store.meta as meta_module
-import pipeline.store.shards as shards_module
+import pipeline.store.atomic as atomic_module
 import pipeline.store.writer as writer_module
 from pipeline.store import ActivationStore, StoreMismatchError, StoreWriter, UnitWriteError
 from tests.store_helpers import (
@@ -230,9 +229,7 @@ class _FullDisk:
         self._real.close()
 
 
-@pytest.mark.parametrize(
-    "stage", [shards_module, writer_module, meta_module]
-)  # shard, tokens, record
+@pytest.mark.parametrize("stage", ["activations.zarr", "tokens", "units"])  # shard, tokens, record
 def test_disk_full_leaves_no_commit_and_no_temps_and_a_rerun_completes(
     tmp_path, monkeypatch, stage
 ):
@@ -241,9 +238,9 @@ def test_disk_full_leaves_no_commit_and_no_temps_and_a_rerun_completes(
 
     def failing_open(path, mode="r", *args, **kwargs):
         real = open(path, mode, *args, **kwargs)  # noqa: SIM115 (returned to the caller)
-        return _FullDisk(real) if "w" in mode else real
+        return _FullDisk(real) if "w" in mode and f"/{stage}/" in str(path) else real
 
-    monkeypatch.setattr(stage, "open", failing_open, raising=False)
+    monkeypatch.setattr(atomic_module, "open", failing_open, raising=False)
     with pytest.raises(UnitWriteError) as info:
         writer.write_unit(1, unit_activations(plan, 1, HOOKS, "float32"))
     assert info.value.errno == errno.ENOSPC
