@@ -195,3 +195,22 @@ def test_parallel_planning_equals_single_process_plan(ray_cluster, tiny_gpt2_pat
     )
     assert parallel.fingerprint() == single.fingerprint()
     assert parallel.num_rows == single.num_rows > 100_000
+
+
+def test_sae_stats_on_ray_equal_local(ray_cluster, clean_store, tmp_path):
+    import torch
+
+    from pipeline import TopKSae
+    from pipeline.distributed.stats import sae_feature_stats_on_ray
+    from pipeline.stats import sae_feature_stats
+
+    torch.manual_seed(0)
+    sae = TopKSae(n_latents=64, n_inputs=64, k=4)
+    sae.save(tmp_path / "sae")
+    local = sae_feature_stats(clean_store, "layer_3", tmp_path / "sae", top_k=4)
+    remote = sae_feature_stats_on_ray(
+        clean_store, "layer_3", tmp_path / "sae", top_k=4, num_tasks=3
+    )
+    assert torch.equal(local.count_F, remote.count_F)
+    assert torch.equal(local.examples.row_ids(), remote.examples.row_ids())
+    torch.testing.assert_close(local.sum_F, remote.sum_F)

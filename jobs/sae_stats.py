@@ -1,0 +1,51 @@
+"""`python -m jobs.sae_stats`: SAE feature statistics over one hook of a store.
+
+Writes OUT/features.parquet (per latent: times fired, frequency, mean/std while active,
+max) and OUT/examples.parquet (per latent, the top-k activating tokens with doc id,
+position, token and text context). On Ray by default (joins RAY_ADDRESS or starts a local
+instance); `--no-ray` runs in this process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.sae_stats",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--store", required=True, help="activation store directory")
+    parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
+    parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
+    parser.add_argument("--out", required=True, help="output folder for the two Parquet tables")
+    parser.add_argument("--top-k", type=int, default=10, help="examples kept per latent")
+    parser.add_argument("--context", type=int, default=8, help="tokens of context on each side")
+    parser.add_argument("--no-ray", action="store_true", help="compute in this process")
+    args = parser.parse_args(argv)
+    store, sae, out = (
+        str(Path(p).expanduser().resolve()) for p in (args.store, args.sae, args.out)
+    )
+    if args.no_ray:
+        from pipeline.stats import sae_feature_stats
+
+        stats = sae_feature_stats(store, args.hook, sae, top_k=args.top_k)
+    else:
+        from pipeline.distributed.stats import sae_feature_stats_on_ray
+
+        stats = sae_feature_stats_on_ray(store, args.hook, sae, top_k=args.top_k)
+    from pipeline.stats import write_feature_tables
+
+    folder = write_feature_tables(stats, store, out, context=args.context)
+    alive = int((stats.count_F > 0).sum())
+    print(f"{stats.num_tokens} tokens, {alive}/{stats.num_latents} latents fired")
+    print(f"tables: {folder}/features.parquet, {folder}/examples.parquet")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,101 @@
+"""SAE feature statistics over an activation store: per-unit partials, merged, as tables.
+
+`unit_feature_stats` is the map step (any process, any order), `FeatureStats.merge` the
+reduce step; `pipeline.distributed.stats` runs the map as Ray tasks. The tables join each
+top example back to its token through the store's token table, with text context from
+the same window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from functools import reduce
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from pipeline.sae import Sae, load_sae
+from pipeline.stats.features import FeatureStats
+from pipeline.store.reader import ActivationStore
+
+
+def open_sae(sae: Sae | str | Path) -> Sae:
+    return sae if isinstance(sae, Sae) else load_sae(sae)
+
+
+def check_widths(store: ActivationStore, hook: str, sae: Sae) -> None:
+    if hook not in store.hooks:
+        raise ValueError(
+            f"hook {hook!r} is not in the store at {store.root}; it has {', '.join(store.hooks)}"
+        )
+    if store.d(hook) != sae.n_inputs:
+        raise ValueError(
+            f"the SAE takes {sae.n_inputs} inputs but hook {hook!r} of {store.root} has width {store.d(hook)}"
+        )
+
+
+def unit_feature_stats(
+    store: ActivationStore, hook: str, sae: Sae, unit: int, top_k: int = 10, batch_rows: int = 4096
+) -> FeatureStats:
+    """The partial statistics of one unit's rows."""
+    start = unit * store.rows_per_unit
+    stop = min(start + store.rows_per_unit, store.num_rows)
+    stats = FeatureStats(sae.n_latents, top_k)
+    with torch.no_grad():
+        for lo in range(start, stop, batch_rows):
+            hi = min(lo + batch_rows, stop)
+            x_ND = torch.from_numpy(store.read(hook, slice(lo, hi))).to(sae.W_enc.dtype)
+            values_NK, indices_NK = sae.encode_sparse(x_ND)
+            stats.update(values_NK, indices_NK, torch.arange(lo, hi))
+    return stats
+
+
+def stats_for_units(
+    store_path: str | Path, hook: str, sae: Sae | str | Path, units: Iterable[int], top_k: int
+):
+    """Merged statistics of several units (one map task's worth of work)."""
+    store, model = ActivationStore.open(store_path), open_sae(sae)
+    check_widths(store, hook, model)
+    partials = [unit_feature_stats(store, hook, model, unit, top_k) for unit in units]
+    return reduce(FeatureStats.merge, partials, FeatureStats(model.n_latents, top_k))
+
+
+def sae_feature_stats(
+    store_path: str | Path, hook: str, sae: Sae | str | Path, top_k: int = 10
+) -> FeatureStats:
+    """Statistics of every row of `hook` in the store, in this process."""
+    store = ActivationStore.open(store_path)
+    return stats_for_units(store_path, hook, sae, range(store.num_units), top_k)
+
+
+def context_text(tokens: pd.DataFrame, row: int, width: int) -> str:
+    """Tokens of the example's window around it, the example itself in [[ ]]."""
+    here = tokens.loc[row]
+    same_window = tokens[(tokens.window == here.window) & (abs(tokens.index - row) <= width)]
+    parts = [
+        f"[[{t}]]" if r == row else str(t)
+        for r, t in zip(same_window.index, same_window.token, strict=True)
+    ]
+    return " ".join(parts)
+
+
+def write_feature_tables(
+    stats: FeatureStats, store_path: str | Path, out: str | Path, context: int = 8
+) -> Path:
+    """`features.parquet` (one row per latent) and `examples.parquet` (top examples with text)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    store = ActivationStore.open(store_path)
+    stats.features_frame().to_parquet(out / "features.parquet", index=False)
+    examples = stats.examples_frame()
+    rows = sorted(
+        {int(r) + d for r in examples.row for d in range(-context, context + 1)}
+        & set(range(store.num_rows))
+    )
+    tokens = store.tokens(rows=rows).to_pandas().set_index("row") if rows else pd.DataFrame()
+    if len(examples):
+        examples = examples.join(tokens[["doc_id", "window", "position", "token"]], on="row")
+        examples["context"] = [context_text(tokens, int(r), context) for r in examples.row]
+    examples.to_parquet(out / "examples.parquet", index=False)
+    return out
