@@ -16,6 +16,8 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.progress import Progress
 from pipeline.capture.worker import UnitWorker, process_units
+from pipeline.store.plan import TokenPlan
+from pipeline.store.writer import StoreWriter
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,7 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     prepared = prepare_capture(config)
     writer, plan = prepared.writer, prepared.plan
     pending = writer.pending_units()
-    done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
-    meter = Progress(plan.num_rows, done_rows) if progress else None
+    meter = progress_meter(plan, pending) if progress else None
     worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
     began = time.perf_counter()
     for record in process_units(worker, pending):
@@ -50,12 +51,23 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
             meter.advance(record["num_rows"])
     if meter is not None:
         meter.close()
+    return finish(writer, pending, time.perf_counter() - began)
+
+
+def progress_meter(plan: TokenPlan, pending: list[int]) -> Progress:
+    """A progress meter that counts the rows of already committed units as done."""
+    done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
+    return Progress(plan.num_rows, done_rows)
+
+
+def finish(writer: StoreWriter, pending: list[int], compute_s: float) -> CaptureResult:
+    """Finalize the store (all units committed) and describe the run."""
     writer.finalize()
     return CaptureResult(
-        path=prepared.out,
-        num_rows=plan.num_rows,
-        num_units=plan.num_units,
+        path=writer.root,
+        num_rows=writer.plan.num_rows,
+        num_units=writer.plan.num_units,
         units_computed=len(pending),
-        hooks=prepared.widths,
-        compute_s=time.perf_counter() - began,
+        hooks=writer.hooks,
+        compute_s=compute_s,
     )

@@ -19,8 +19,7 @@ from ray.exceptions import RayActorError
 
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
-from pipeline.capture.progress import Progress
-from pipeline.capture.run import CaptureResult
+from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
 from pipeline.distributed.planning import plan_in_parallel
 from pipeline.distributed.scheduler import UnitQueue
@@ -58,8 +57,7 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
     writer, plan, store_path = prepared.writer, prepared.plan, str(prepared.out)
     del prepared  # the driver's model copy is no longer needed
     pending = writer.pending_units()
-    done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
-    meter = Progress(plan.num_rows, done_rows) if progress else None
+    meter = progress_meter(plan, pending) if progress else None
 
     queue = UnitQueue(pending, config.max_retries)
     plan_ref = ray.put(plan)
@@ -123,12 +121,4 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
             ray.kill(actor, no_restart=True)
         if meter is not None:
             meter.close()
-    writer.finalize()
-    return CaptureResult(
-        path=writer.root,
-        num_rows=plan.num_rows,
-        num_units=plan.num_units,
-        units_computed=len(pending),
-        hooks=writer.hooks,
-        compute_s=compute_s,
-    )
+    return finish(writer, pending, compute_s)
