@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Start or stop a loopback Ray head node, touching no other Ray cluster on the machine.
 #
-#   infra/ray-local.sh start DIR [GCS_PORT] [DASHBOARD_PORT]   # prints the job address
+#   infra/ray-local.sh start DIR [GCS_PORT] [DASHBOARD_PORT] [AGENT_PORT]   # prints the job address
 #   infra/ray-local.sh stop DIR
 #
 # DIR is the cluster's --temp-dir (keep it short: Ray's socket paths must stay < 108 bytes).
@@ -38,11 +38,13 @@ case "$command" in
   start)
     gcs_port=${3:-6390}
     dashboard_port=${4:-8275}
+    agent_port=${5:-52395}  # not Ray's default 52365, which another local cluster may hold
     mkdir -p "$dir"
     echo "$gcs_port" >"$dir/gcs-port"
     ray start --head \
       --node-ip-address=127.0.0.1 --dashboard-host=127.0.0.1 \
       --port="$gcs_port" --dashboard-port="$dashboard_port" \
+      --dashboard-agent-listen-port="$agent_port" \
       --temp-dir="$dir" --num-cpus="${RAY_NUM_CPUS:-2}" \
       --disable-usage-stats >"$dir/ray-start.log" 2>&1 || { cat "$dir/ray-start.log" >&2; exit 1; }
     echo "http://127.0.0.1:$dashboard_port"

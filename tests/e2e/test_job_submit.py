@@ -46,28 +46,27 @@ def head_node():
 def test_ray_job_submit_default_capture(head_node, tmp_path):
     address, env = head_node
     out = tmp_path / "store"
-    submitted = run(
-        "ray",
-        "job",
-        "submit",
-        "--address",
-        address,
-        "--working-dir",
-        ".",
-        "--no-wait",
-        "--",
-        "python",
-        "-m",
-        "jobs.capture",
-        "--set",
-        "max_tokens=12000",
+    command = ["ray", "job", "submit", "--address", address, "--working-dir", ".", "--no-wait"]
+    command += ["--", "python", "-m", "jobs.capture", "--set", "max_tokens=12000"]
+    command += [
         "--set",
         "rows_per_unit=2048",
         "--set",
         "num_cpus_per_worker=0.5",
         "--out",
         str(out),
-        env=env,
+    ]
+    # The dashboard agent can take a few seconds after `ray start` to accept jobs.
+    for _ in range(15):
+        submitted = run(*command, env=env, check=False)
+        if (
+            submitted.returncode == 0
+            or "No available agent" not in submitted.stdout + submitted.stderr
+        ):
+            break
+        time.sleep(2)
+    assert submitted.returncode == 0, (
+        f"ray job submit failed:\n{submitted.stdout}\n{submitted.stderr}"
     )
     job_id = re.search(r"raysubmit_\w+", submitted.stdout + submitted.stderr).group(0)
     deadline = time.monotonic() + 480
