@@ -169,7 +169,9 @@ def run_pipelining_ab(rounds: int = 7, threads: int | None = None, device: str =
 
         cases = {
             "bare truncated": bare,
-            "capture hooks + buffer copies, no write": lambda: [worker._compute(u) for u in units],
+            "capture hooks + buffer copies, no write": lambda: [
+                worker._compute(u, worker._take_buffers()) for u in units
+            ],
             "sequential: compute, then commit": lambda: list(process_units(worker, units, depth=1)),
             "pipelined: commit during the next forward": lambda: list(
                 process_units(worker, units, depth=2)

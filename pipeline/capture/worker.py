@@ -101,31 +101,49 @@ class UnitWorker:
         self.widths = self.writer.hooks
         self.stop_after = deepest_hook(self.lm, config.hooks)
         self._compute_lock = threading.Lock()
+        self._buffers_lock = threading.Lock()
+        self._free_buffers: list[dict[str, torch.Tensor]] = []
 
     def process(self, unit: int, attempt: int = 0) -> dict:
         """Compute and commit one unit; returns its commit record.
 
         Thread-safe: computing is serialized, the write runs outside the lock.
         """
-        with self._compute_lock:
-            activations, timing = self._compute(unit)
-        return self.writer.write_unit(
-            unit,
-            activations,
-            timing=timing,
-            attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
-        )
+        buffers = self._take_buffers()
+        try:
+            with self._compute_lock:
+                activations, timing = self._compute(unit, buffers)
+            return self.writer.write_unit(
+                unit,
+                activations,
+                timing=timing,
+                attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
+            )
+        finally:
+            with self._buffers_lock:
+                self._free_buffers.append(buffers)
 
-    def _compute(self, unit: int) -> tuple[dict[str, np.ndarray], dict]:
+    def _take_buffers(self) -> dict[str, torch.Tensor]:
+        """A unit's worth of host buffers, reused across units (pinning memory is slow)."""
+        with self._buffers_lock:
+            if self._free_buffers:
+                return self._free_buffers.pop()
+        dtype = _TORCH_STORE_DTYPES[self.config.dtype]
+        pin = self.lm.device.type == "cuda"
+        rows = self.plan.rows_per_unit
+        return {
+            hook: torch.empty((rows, d), dtype=dtype, pin_memory=pin)
+            for hook, d in self.widths.items()
+        }
+
+    def _compute(
+        self, unit: int, unit_buffers: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, np.ndarray], dict]:
         began = time.perf_counter()
         start, stop = self.plan.unit_rows(unit)
         device = self.lm.device
-        dtype = _TORCH_STORE_DTYPES[self.config.dtype]
         pin = device.type == "cuda"
-        buffers = {
-            hook: torch.empty((stop - start, d), dtype=dtype, pin_memory=pin)
-            for hook, d in self.widths.items()
-        }
+        buffers = {hook: buffer[: stop - start] for hook, buffer in unit_buffers.items()}
         detectors = [UnitBufferDetector(hook, buffers[hook]) for hook in self.config.hooks]
         forward_s = 0.0
         with self.lm.layers.hooks(*detectors):

@@ -18,6 +18,7 @@ import os
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as wait_for
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -161,6 +162,11 @@ class StoreWriter:
                 name: self._pool.submit(lambda data: hashlib.sha256(data.data).hexdigest(), data_RD)
                 for name, data_RD in arrays_RD.items()
             }
+            current = tokens_file(self.root, unit, self._width)
+            try:  # the token table is built and written here while the pool writes shards
+                tokens = self._write_tokens(current, start, stop)
+            finally:
+                wait_for([*writes.values(), *digests.values()])
             checksums = {}
             for name, data_RD in arrays_RD.items():
                 current = self._shard_path(name, unit)
@@ -171,8 +177,6 @@ class StoreWriter:
                     "stored_dtype": self._stored.name,
                 }
             zarr_s = time.perf_counter() - began
-            current = tokens_file(self.root, unit, self._width)
-            tokens = self._write_tokens(current, start, stop)
             windows = self.plan.windows_for_unit(unit)
             record = build_record(
                 unit=unit,
