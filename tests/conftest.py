@@ -59,3 +59,14 @@ def minilm(minilm_path):
     from pipeline import LanguageModel
 
     return LanguageModel.from_pretrained(minilm_path)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny tensors: intra-op threads only add synchronisation (and suffer on busy CI boxes)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

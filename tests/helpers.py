@@ -99,3 +99,22 @@ def leftover_temp_files(root) -> list:
         for p in Path(root).rglob(".*")
         if p.is_file() and not p.name.startswith(".fault-injected")
     ]
+
+
+def capture_config(model, out, **overrides):
+    """A small capture of the tiny GPT-2: 2 blocks, 64-token windows, 512-row units."""
+    from pipeline.capture import CaptureConfig
+
+    values = dict(
+        model=str(model),
+        hooks=("layer_1", "layer_2"),
+        dtype="float32",
+        context_length=64,
+        rows_per_unit=512,
+        max_tokens=3000,
+        batch_size=4,
+        out=str(out),
+        torch_threads=1,
+    )
+    values.update(overrides)
+    return CaptureConfig(**values)

@@ -19,25 +19,12 @@ from pipeline.capture import CaptureConfig, capture
 from pipeline.store.corpus import CorpusConfig
 from pipeline.store.meta import StoreMismatchError
 from pipeline.store.reader import ActivationStore
-from tests.helpers import leftover_temp_files, store_arrays_equal
+from tests.helpers import capture_config, leftover_temp_files, store_arrays_equal
 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def tiny_config(model, out, **overrides) -> CaptureConfig:
-    values = dict(
-        model=str(model),
-        hooks=("layer_1", "layer_2"),
-        dtype="float32",
-        context_length=64,
-        rows_per_unit=512,
-        max_tokens=3000,
-        batch_size=4,
-        out=str(out),
-        torch_threads=1,
-    )
-    values.update(overrides)
-    return CaptureConfig(**values)
+tiny_config = capture_config
 
 
 def test_minilm_store_rows_equal_a_plain_forward_pass(minilm_path, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 
 from pipeline.capture import CaptureConfig, capture
 from pipeline.store.reader import ActivationStore
-from tests.helpers import leftover_temp_files, store_arrays_equal
+from tests.helpers import capture_config, leftover_temp_files, store_arrays_equal
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -31,22 +31,17 @@ def ray_cluster():
 
 
 def ray_config(model, out, **overrides) -> CaptureConfig:
-    values = dict(
-        model=str(model),
+    """Two half-CPU actors over 8 float16 units of layers 1 and 3."""
+    ray_values = dict(
         hooks=("layer_1", "layer_3"),
         dtype="float16",
-        context_length=64,
-        rows_per_unit=512,
         max_tokens=4000,
         batch_size=2,
-        out=str(out),
         num_workers=2,
         num_cpus_per_worker=0.5,
-        torch_threads=1,
         max_retries=2,
     )
-    values.update(overrides)
-    return CaptureConfig(**values)
+    return capture_config(model, out, **{**ray_values, **overrides})
 
 
 @pytest.fixture(scope="module")

@@ -17,12 +17,7 @@ from tests.store_helpers import small_plan
 D = 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def random_chunks(num_chunks: int = 100, rows: int = 256, seed: int = 0):

@@ -11,13 +11,7 @@ from pipeline.sae.trainer import SaeTrainer, TrainerConfig, geometric_median, tr
 D, NUM_ATOMS, K = 32, 128, 4
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: intra-op threads only add synchronisation (and suffer on busy CI boxes)."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def true_dictionary(seed: int = 0) -> torch.Tensor:
