@@ -157,6 +157,15 @@ def test_killed_driver_then_rerun_equals_clean_run(
         os.killpg(driver.pid, signal.SIGKILL)
     finally:
         driver.wait()
+    # Ray kills a dead driver's actors asynchronously; one may still commit the unit it holds.
+    # Count the committed units only once every actor of the killed job is gone.
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2, "the killed job's actors never exited"
+    while any(_alive(r["attempt"]["pid"]) for r in records(out).values()):
+        assert time.monotonic() < deadline, "an actor of the killed job is still running"
+        time.sleep(0.1)
     committed_at_kill = records(out)
     assert 2 <= len(committed_at_kill) < 16, "the driver must die with work left"
     assert not (out / "_SUCCESS").exists()
@@ -170,6 +179,14 @@ def test_killed_driver_then_rerun_equals_clean_run(
     clean = tmp_path / "clean8000"
     capture(replace(config, out=str(clean)), progress=False)
     assert store_arrays_equal(clean, out)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_parallel_planning_equals_single_process_plan(ray_cluster, tiny_gpt2_path, tmp_path):
