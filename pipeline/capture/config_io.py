@@ -36,11 +36,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return result
 
 
-def _merge(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
+def merge_nested(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = merge_nested(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -78,7 +78,7 @@ def load_config(
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a YAML mapping")
         values = loaded or {}
-    values = _merge(values, parse_overrides(overrides or []))
+    values = merge_nested(values, parse_overrides(overrides or []))
     return config_from_dict(values)
 
 

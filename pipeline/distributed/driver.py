@@ -10,19 +10,16 @@ that have no commit record.
 from __future__ import annotations
 
 import os
-import time
-from collections import deque
 from dataclasses import replace
 
 import ray
-from ray.exceptions import RayActorError
 
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
 from pipeline.distributed.planning import plan_in_parallel
-from pipeline.distributed.scheduler import UnitQueue
+from pipeline.distributed.pool import run_units_on_actors
 
 
 def ensure_ray() -> None:
@@ -58,67 +55,23 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
     del prepared  # the driver's model copy is no longer needed
     pending = writer.pending_units()
     meter = progress_meter(plan, pending) if progress else None
-
-    queue = UnitQueue(pending, config.max_retries)
     plan_ref = ray.put(plan)
-    num_actors = min(config.num_workers, max(len(pending), 1))
-    actors = {i: start_actor(config, store_path, plan_ref, f"w{i}") for i in range(num_actors)}
-    generation = {i: 0 for i in actors}
-    queued: dict[int, deque] = {i: deque() for i in actors}  # refs per actor, oldest first
-    in_flight: dict = {}  # ref -> (actor index, unit, attempt)
 
-    def submit(index: int) -> None:
-        while len(queued[index]) < config.units_in_flight_per_worker:
-            item = queue.next_unit()
-            if item is None:
-                return
-            unit, attempt = item
-            ref = actors[index].process.remote(unit, attempt)
-            in_flight[ref] = (index, unit, attempt)
-            queued[index].append(ref)
-
-    def replace_actor(index: int, error: Exception) -> None:
-        """The actor died: its oldest unit spends a retry, the ones queued behind it do not."""
-        for position, ref in enumerate(list(queued[index])):
-            _, unit, _ = in_flight.pop(ref)
-            queue.failed(
-                unit, f"actor w{index} died: {type(error).__name__}: {error}", counts=position == 0
-            )
-        queued[index].clear()
-        ray.kill(actors[index], no_restart=True)
-        generation[index] += 1
-        actors[index] = start_actor(config, store_path, plan_ref, f"w{index}.{generation[index]}")
+    def advance(unit: int, _result: dict) -> None:
+        if meter is not None:
+            start, stop = plan.unit_rows(unit)
+            meter.advance(stop - start)
 
     try:
-        ray.get([actor.ready.remote() for actor in actors.values()])  # models loaded
-        began = time.perf_counter()
-        for index in actors:
-            submit(index)
-        while in_flight:
-            ready, _ = ray.wait(list(in_flight), num_returns=1)
-            ref = ready[0]
-            index, unit, _ = in_flight[ref]
-            try:
-                ray.get(ref)
-            except RayActorError as error:
-                replace_actor(index, error)
-            except Exception as error:  # the unit raised inside a live actor
-                in_flight.pop(ref)
-                queued[index].remove(ref)
-                cause = getattr(error, "cause", None) or error
-                queue.failed(unit, f"attempt on w{index}: {type(cause).__name__}: {cause}")
-            else:
-                in_flight.pop(ref)
-                queued[index].remove(ref)
-                queue.succeeded(unit)
-                if meter is not None:
-                    start, stop = plan.unit_rows(unit)
-                    meter.advance(stop - start)
-            submit(index)
-        compute_s = time.perf_counter() - began
+        compute_s = run_units_on_actors(
+            lambda worker_id: start_actor(config, store_path, plan_ref, worker_id),
+            pending,
+            num_actors=config.num_workers,
+            in_flight_per_actor=config.units_in_flight_per_worker,
+            max_retries=config.max_retries,
+            on_done=advance,
+        )
     finally:
-        for actor in actors.values():
-            ray.kill(actor, no_restart=True)
         if meter is not None:
             meter.close()
     return finish(writer, pending, compute_s)

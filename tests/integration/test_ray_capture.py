@@ -22,14 +22,6 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def ray_cluster():
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield context
-    ray.shutdown()
-
-
 def ray_config(model, out, **overrides) -> CaptureConfig:
     """Two half-CPU actors over 8 float16 units of layers 1 and 3."""
     ray_values = dict(

@@ -1,0 +1,74 @@
+"""`python -m jobs.intervene --spec SPEC.yaml`: cascading interventions on a store's windows.
+
+Replays the windows of a captured store through the store's own model with the spec's
+steps (SAE concept edits or splices, scaling, adding or projecting out a direction,
+zero or mean ablation) switched on in order, and writes per-token effects:
+  OUT/effects/unit-N.parquet  one row per token and stage: row, doc_id, window, position,
+                              token_id, stage, then KL(base || intervened), top-1
+                              agreement, next-token loss with and without (causal LMs) or
+                              output cosine and change (encoders), the relative change at
+                              each measured layer, and tracked SAE latents before/after
+  OUT/summary.parquet, OUT/summary.json   per-stage means
+On Ray by default (joins RAY_ADDRESS or starts a local instance); `--no-ray` runs here.
+A rerun of the same command resumes; a different spec on the same OUT is refused.
+See docs/interventions.md for the spec format.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobs.intervene",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--spec", help="intervention spec (YAML)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec key (YAML value), e.g. --set max_units=2",
+    )
+    parser.add_argument("--out", help="output folder (overrides the spec's out)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--no-ray", action="store_true", help="run in this process")
+    parser.add_argument("--quiet", action="store_true", help="no per-unit progress lines")
+    args = parser.parse_args(argv)
+
+    from pipeline.interventions import load_spec
+
+    overrides = list(args.set)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    try:
+        spec = load_spec(args.spec, overrides)
+    except (ValueError, OSError) as error:
+        parser.error(str(error))
+    if args.overwrite:
+        spec = replace(spec, overwrite=True)
+    if args.no_ray:
+        from pipeline.interventions import run_interventions
+
+        result = run_interventions(spec, progress=not args.quiet)
+    else:
+        from pipeline.distributed.interventions import run_interventions_on_ray
+
+        result = run_interventions_on_ray(spec, progress=not args.quiet)
+    out = Path(result.out)
+    print(result.summary.to_string(index=False))
+    print(
+        f"\n{result.units_computed} units computed; effects in {out}/effects, summary in {out}/summary.parquet"
+    )
+    print(f"  pandas.read_parquet('{out}/effects')")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

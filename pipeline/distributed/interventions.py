@@ -1,0 +1,77 @@
+"""Interventions on Ray: one actor per model replica, units spread by the shared pool.
+
+The driver prepares once (checks, fingerprint, means), the actors replay units and
+commit their effects straight to the shared output folder, and the driver writes the
+summary from the small commit records. A rerun after any crash finishes the same run.
+"""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from pipeline.distributed.driver import ensure_ray
+from pipeline.distributed.pool import run_units_on_actors
+from pipeline.interventions.prepare import PreparedRun, prepare_run
+from pipeline.interventions.run import InterventionResult, finish_run
+from pipeline.interventions.spec import InterventionSpec
+
+
+class InterventionActor:
+    def __init__(self, run: PreparedRun, worker_id: str):
+        from pipeline.interventions.worker import InterventionWorker
+
+        self.worker = InterventionWorker(run, worker_id=worker_id)
+
+    def ready(self) -> dict:
+        return {"pid": os.getpid(), "device": str(self.worker.lm.device)}
+
+    def process(self, unit: int, attempt: int) -> dict:
+        record = self.worker.process(unit, attempt=attempt)
+        return {"unit": unit, "rows": record["effects"]["rows"], "timing": record["timing"]}
+
+
+def check_resources(spec: InterventionSpec) -> None:
+    """Fail at once when the cluster cannot host one actor (no silent wait for GPUs)."""
+    resources = ray.cluster_resources()
+    if spec.num_gpus_per_worker > 0 and resources.get("GPU", 0) < spec.num_gpus_per_worker:
+        raise ValueError(
+            f"num_gpus_per_worker={spec.num_gpus_per_worker} but the Ray cluster has "
+            f"{resources.get('GPU', 0):g} GPUs; set num_gpus_per_worker=0 and device=cpu"
+        )
+    if resources.get("CPU", 0) < spec.num_cpus_per_worker:
+        raise ValueError(
+            f"num_cpus_per_worker={spec.num_cpus_per_worker} but the Ray cluster has "
+            f"{resources.get('CPU', 0):g} CPUs; lower num_cpus_per_worker"
+        )
+
+
+def run_interventions_on_ray(spec: InterventionSpec, progress: bool = True) -> InterventionResult:
+    ensure_ray()
+    check_resources(spec)
+    run = prepare_run(spec)
+    run_ref = ray.put(run)
+    options = {
+        "num_cpus": spec.num_cpus_per_worker,
+        "num_gpus": spec.num_gpus_per_worker,
+        "max_restarts": 0,
+        "max_concurrency": 1,
+    }
+    remote_actor = ray.remote(InterventionActor).options(**options)
+    done = [0]
+
+    def report(unit: int, result: dict) -> None:
+        done[0] += 1
+        if progress:
+            print(f"unit {unit} done ({done[0]}/{len(run.pending)})", flush=True)
+
+    run_units_on_actors(
+        lambda worker_id: remote_actor.remote(run_ref, worker_id),
+        list(run.pending),
+        num_actors=spec.num_workers,
+        in_flight_per_actor=1,
+        max_retries=spec.max_retries,
+        on_done=report,
+    )
+    return finish_run(run)

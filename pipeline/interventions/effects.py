@@ -1,0 +1,56 @@
+"""Per-token effects of an intervention: pure tensor functions, one job each.
+
+All take a baseline and an intervened tensor of the same batch [B, T, ...] and return
+[B, T] float32 (or bool) values; padding is the caller's to drop. Logit-based effects
+are computed in float32 whatever the model's dtype, so bf16 runs give usable KLs.
+
+Legend: B windows, T positions, V vocabulary, D width.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def log_probs(logits_BTV: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits_BTV.float(), dim=-1)
+
+
+def kl_divergence(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:
+    """KL(base || new) of the next-token distributions, in nats."""
+    return (base_logp_BTV.exp() * (base_logp_BTV - new_logp_BTV)).sum(-1).clamp_min_(0.0)
+
+
+def top1_agreement(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:
+    """Whether the most likely next token is the same with and without the intervention."""
+    return base_logp_BTV.argmax(-1) == new_logp_BTV.argmax(-1)
+
+
+def next_token_loss(
+    logp_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> torch.Tensor:
+    """Cross-entropy of the actual next token at each position; NaN where there is none.
+
+    The last real position of a window (and padding) has no next token in the window.
+    """
+    loss_BT = torch.full(ids_BT.shape, float("nan"), device=logp_BTV.device)
+    if ids_BT.shape[1] < 2:
+        return loss_BT
+    target_BT = ids_BT[:, 1:].unsqueeze(-1)
+    nll_BT = -logp_BTV[:, :-1].gather(-1, target_BT).squeeze(-1)
+    has_next_BT = mask_BT[:, 1:].bool()
+    loss_BT[:, :-1] = torch.where(has_next_BT, nll_BT, torch.nan)
+    return loss_BT
+
+
+def relative_change(base_BTD: torch.Tensor, new_BTD: torch.Tensor) -> torch.Tensor:
+    """||new - base|| / ||base|| per token (0 where both are zero)."""
+    base, new = base_BTD.float(), new_BTD.float()
+    norm_BT = base.norm(dim=-1)
+    change_BT = (new - base).norm(dim=-1)
+    return torch.where(norm_BT > 0, change_BT / norm_BT.clamp_min(1e-30), change_BT)
+
+
+def cosine(base_BTD: torch.Tensor, new_BTD: torch.Tensor) -> torch.Tensor:
+    """Cosine similarity per token of two hidden states."""
+    return torch.nn.functional.cosine_similarity(base_BTD.float(), new_BTD.float(), dim=-1)

@@ -1,0 +1,270 @@
+"""Replay one store unit's windows with and without the cascade, and commit its effects.
+
+A unit here is the set of windows that *start* in a store unit, so every window is
+replayed whole, exactly once, and units are as many as the store's. For each batch of
+windows: one baseline pass (every step off), then one pass per stage (the first n steps
+on). Detectors at the measured and tracked layers are registered after the controllers,
+so they see a layer's output as it leaves the layer, interventions included: a tracked
+SAE downstream reads what the cascade upstream made of its input.
+
+Output per unit: `effects/unit-N.parquet` (one row per token and stage), then the commit
+record `units/unit-N.json` with per-stage sums for the summary, both written atomically;
+a unit with a record is never recomputed. Free of Ray: the actor only wraps it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from safetensors.torch import load_file
+
+from pipeline.hooks import Detector
+from pipeline.interventions import effects
+from pipeline.interventions.prepare import EFFECTS_DIR, MEANS_FILE, PreparedRun
+from pipeline.interventions.steps import build_controllers, load_trackers
+from pipeline.model import LanguageModel
+from pipeline.store.atomic import write_atomic
+from pipeline.store.layout import record_file, unit_stem
+from pipeline.store.meta import write_json_atomic
+from pipeline.store.reader import ActivationStore
+
+TOKEN_COLUMNS = ["row", "doc_id", "window", "position", "token_id"]
+
+
+class LatestOutput(Detector):
+    """Keeps a reference to the layer's latest output, on its device (read within the batch)."""
+
+    def process_activations(self, module, input, output) -> None:
+        self.tensor_metadata["activations"] = output.detach()
+
+
+@dataclass
+class Batch:
+    ids_BT: torch.Tensor
+    mask_BT: torch.Tensor
+    tokens: pa.Table  # the batch's real tokens in (window, position) order
+
+
+def unit_windows(store: ActivationStore, unit: int) -> pa.Table:
+    """Token rows of every window that starts in `unit` (windows may run into later units)."""
+    start = unit * store.rows_per_unit
+    stop = min(start + store.rows_per_unit, store.num_rows)
+    table = store.tokens(slice(start, stop)).select(TOKEN_COLUMNS)
+    starts = pa.compute.equal(table["position"], 0)
+    if not pa.compute.any(starts).as_py():
+        return table.slice(0, 0)
+    first_window = pa.compute.min(pa.compute.filter(table["window"], starts)).as_py()
+    last_window = pa.compute.max(pa.compute.filter(table["window"], starts)).as_py()
+    tail = stop
+    while tail < store.num_rows and table["window"][-1].as_py() == last_window:
+        more = store.tokens(slice(tail, min(tail + store.rows_per_unit, store.num_rows)))
+        table = pa.concat_tables([table, more.select(TOKEN_COLUMNS)])
+        tail = min(tail + store.rows_per_unit, store.num_rows)
+    windows = table["window"]
+    keep = pa.compute.and_(
+        pa.compute.greater_equal(windows, first_window), pa.compute.less_equal(windows, last_window)
+    )
+    return table.filter(keep)
+
+
+def batches(table: pa.Table, batch_size: int, pad_id: int) -> list[Batch]:
+    """Right-padded batches of `batch_size` windows."""
+    windows = table["window"].to_numpy()
+    bounds = np.flatnonzero(np.diff(windows)) + 1
+    starts = np.concatenate([[0], bounds]) if len(windows) else np.array([], dtype=np.int64)
+    stops = np.concatenate([bounds, [len(windows)]]) if len(windows) else starts
+    token_ids = table["token_id"].to_numpy().astype(np.int64)
+    result = []
+    for first in range(0, len(starts), batch_size):
+        spans = list(
+            zip(starts[first : first + batch_size], stops[first : first + batch_size], strict=True)
+        )
+        width = max(b - a for a, b in spans)
+        ids_BT = torch.full((len(spans), width), pad_id, dtype=torch.long)
+        mask_BT = torch.zeros((len(spans), width), dtype=torch.long)
+        for row, (a, b) in enumerate(spans):
+            ids_BT[row, : b - a] = torch.from_numpy(token_ids[a:b])
+            mask_BT[row, : b - a] = 1
+        tokens = table.slice(int(spans[0][0]), int(spans[-1][1] - spans[0][0]))
+        result.append(Batch(ids_BT, mask_BT, tokens))
+    return result
+
+
+class InterventionWorker:
+    """One model replica with the cascade's controllers and the measuring detectors."""
+
+    def __init__(self, run: PreparedRun, worker_id: str = "w0"):
+        self.run = run
+        self.spec = run.spec
+        self.worker_id = worker_id
+        if self.spec.torch_threads:
+            torch.set_num_threads(self.spec.torch_threads)
+        self.store = ActivationStore.open(self.spec.store)
+        self.lm = LanguageModel.from_pretrained(
+            run.model_path, device=self.spec.device, dtype=run.model_dtype
+        )
+        means_path = Path(run.out) / MEANS_FILE
+        means = load_file(str(means_path)) if means_path.exists() else {}
+        self.controllers = build_controllers(self.spec.steps, self.lm, means)
+        self.trackers = load_trackers(self.spec.track, self.lm)
+        watched = dict.fromkeys([*run.measure, *(t.layer for t in self.spec.track)])
+        self.detectors = {layer: LatestOutput(layer) for layer in watched}
+        for hook in [*self.controllers, *self.detectors.values()]:
+            self.lm.layers.register_hook(hook.layer_signature, hook)
+
+    # --- one unit --------------------------------------------------------------------------
+    def process(self, unit: int, attempt: int = 0) -> dict:
+        began = time.perf_counter()
+        table = unit_windows(self.store, unit)
+        parts, sums, replay = [], {}, {}
+        for batch in batches(table, self.spec.batch_size, self.lm.pad_token_id):
+            self._maybe_die(unit)
+            for stage, columns in self._batch_effects(batch, replay).items():
+                parts.append(_with_columns(batch.tokens, stage, columns))
+                _add_sums(sums.setdefault(str(stage), {}), columns)
+        effects_table = pa.concat_tables(parts) if parts else None
+        elapsed = time.perf_counter() - began
+        return self._commit(unit, effects_table, sums, replay, attempt, elapsed)
+
+    def _batch_effects(self, batch: Batch, replay: dict) -> dict[int, dict[str, np.ndarray]]:
+        """{stage (1-based): {column: values over the batch's real tokens}}.
+
+        `replay` collects, per measured layer the store holds, the largest difference
+        between the baseline pass and the stored activations (a check that the replay
+        reproduces the capture: zero up to the store's dtype).
+        """
+        device = self.lm.device
+        ids_BT, mask_BT = batch.ids_BT.to(device), batch.mask_BT.to(device)
+        real_BT = mask_BT.bool()
+        base_out, base_acts = self._forward(ids_BT, mask_BT, enabled=0)
+        rows = batch.tokens["row"].to_numpy()
+        for layer in self.run.measure:
+            if layer in self.store.hooks:
+                stored = torch.from_numpy(self.store.read(layer, slice(rows[0], rows[-1] + 1)))
+                error = (base_acts[layer][real_BT].float().cpu() - stored).abs().max().item()
+                replay[layer] = max(replay.get(layer, 0.0), error)
+        base_codes = self._tracked(base_acts)
+        if self.run.causal:
+            base_logp = effects.log_probs(base_out)
+            loss_base = effects.next_token_loss(base_logp, ids_BT, mask_BT)
+        per_stage = {}
+        for stage, enabled in enumerate(self.spec.stage_sizes, start=1):
+            new_out, new_acts = self._forward(ids_BT, mask_BT, enabled=enabled)
+            columns: dict[str, torch.Tensor] = {}
+            if self.run.causal:
+                new_logp = effects.log_probs(new_out)
+                columns["kl"] = effects.kl_divergence(base_logp, new_logp)
+                columns["top1_agree"] = effects.top1_agreement(base_logp, new_logp)
+                columns["loss_base"] = loss_base
+                columns["loss"] = effects.next_token_loss(new_logp, ids_BT, mask_BT)
+                del new_logp
+            else:
+                columns["output_cos"] = effects.cosine(base_out, new_out)
+                columns["output_change"] = effects.relative_change(base_out, new_out)
+            for layer in self.run.measure:
+                columns[f"change_{layer}"] = effects.relative_change(
+                    base_acts[layer], new_acts[layer]
+                )
+            for name, codes in self._tracked(new_acts).items():
+                for i, latent in enumerate(self._tracker(name).latents):
+                    columns[f"{name}_{latent}_base"] = base_codes[name][..., i]
+                    columns[f"{name}_{latent}"] = codes[..., i]
+            per_stage[stage] = {k: v[real_BT].cpu().numpy() for k, v in columns.items()}
+        return per_stage
+
+    def _forward(self, ids_BT, mask_BT, enabled: int):
+        """Model output (logits or last hidden state) and the watched layers' outputs."""
+        for index, controller in enumerate(self.controllers):
+            controller.enable() if index < enabled else controller.disable()
+        try:
+            outputs = self.lm.inference.forward_ids(ids_BT, mask_BT)
+        finally:
+            for controller in self.controllers:
+                controller.disable()
+        main = outputs.logits if self.run.causal else outputs.last_hidden_state
+        acts = {layer: d.get_captured() for layer, d in self.detectors.items()}
+        return main, acts
+
+    def _tracked(self, acts: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Each tracker's chosen latents [B, T, L] from its layer's output."""
+        result = {}
+        for tracker in self.spec.track:
+            sae = self.trackers[tracker.name]
+            with torch.no_grad():
+                codes = sae.encode(acts[tracker.layer].to(sae.dtype))
+            result[tracker.name] = codes[..., list(tracker.latents)].float()
+        return result
+
+    def _tracker(self, name: str):
+        return next(t for t in self.spec.track if t.name == name)
+
+    # --- output ----------------------------------------------------------------------------
+    def _commit(self, unit, table, sums, replay, attempt, compute_s) -> dict:
+        out = Path(self.run.out)
+        stem = unit_stem(unit, self.run.unit_name_width)
+        path = out / EFFECTS_DIR / f"{stem}.parquet"
+        sink = io.BytesIO()
+        if table is not None:
+            pq.write_table(table, sink)
+            write_atomic(path, [sink.getvalue()])
+        record = {
+            "unit": unit,
+            "effects": {
+                "file": f"{EFFECTS_DIR}/{stem}.parquet" if table is not None else None,
+                "rows": 0 if table is None else table.num_rows,
+                "sha256": hashlib.sha256(sink.getvalue()).hexdigest()
+                if table is not None
+                else None,
+            },
+            "sums": sums,
+            "replay_max_abs_error": replay,
+            "timing": {"compute_s": round(compute_s, 6)},
+            "attempt": {
+                "worker": self.worker_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "attempt": attempt,
+            },
+            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        write_json_atomic(record_file(out, unit, self.run.unit_name_width), record)
+        return record
+
+    def _maybe_die(self, unit: int) -> None:
+        """Test-only fault injection: die once in the middle of unit `kill_unit`."""
+        fault = self.spec.fault_injection
+        if not fault or fault.get("kill_unit") != unit:
+            return
+        marker = Path(self.run.out) / "units" / f".fault-injected-unit-{unit}"
+        if marker.exists():
+            return
+        marker.write_text(f"killed worker {self.worker_id} pid {os.getpid()}\n")
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _with_columns(tokens: pa.Table, stage: int, columns: dict[str, np.ndarray]) -> pa.Table:
+    table = tokens.append_column("stage", pa.array(np.full(tokens.num_rows, stage, dtype=np.int16)))
+    for name, values in columns.items():
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def _add_sums(sums: dict[str, list[float]], columns: dict[str, np.ndarray]) -> None:
+    """Per column [sum, count] over the finite values (loss has none at window ends)."""
+    for name, values in columns.items():
+        values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        total, count = sums.get(name, [0.0, 0])
+        sums[name] = [total + float(values[finite].sum()), count + int(finite.sum())]

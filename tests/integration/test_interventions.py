@@ -1,0 +1,291 @@
+"""Stage 2 interventions in one process: effects checked against direct computation."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from pipeline.capture import capture
+from pipeline.interventions import run_interventions, spec_from_dict
+from pipeline.sae import TopKSae, load_sae
+from pipeline.store.meta import StoreMismatchError
+from pipeline.store.reader import ActivationStore
+from tests.helpers import capture_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def setup(tiny_gpt2_path, tmp_path_factory):
+    """A float32 store of layers 1 and 3 (6 units of 512 rows) and an SAE for each."""
+    root = tmp_path_factory.mktemp("interventions")
+    capture(
+        capture_config(tiny_gpt2_path, root / "store", hooks=("layer_1", "layer_3")),
+        progress=False,
+    )
+    for layer, seed in (("layer_1", 1), ("layer_3", 3)):
+        torch.manual_seed(seed)
+        TopKSae(n_latents=256, n_inputs=64, k=8).save(root / f"sae_{layer}")
+    return root
+
+
+def run(setup, out_name, steps, **extra):
+    spec = spec_from_dict(
+        {"store": str(setup / "store"), "out": str(setup / out_name), "steps": steps, **extra}
+    )
+    result = run_interventions(spec, progress=False)
+    return result, effects(setup / out_name)
+
+
+def effects(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "effects").sort_values(["stage", "row"]).reset_index(drop=True)
+
+
+def test_an_identity_step_has_no_effect(setup):
+    result, table = run(setup, "noop", [{"layer": "layer_2", "scale": 1.0}], max_units=2)
+    assert len(table) == 1024  # one row per token of the two units, one stage
+    assert (table.kl == 0).all() and table.top1_agree.all()
+    assert np.array_equal(table.loss.to_numpy(), table.loss_base.to_numpy(), equal_nan=True)
+    assert (table.change_layer_2 == 0).all()
+    assert result.summary.loc[0, "mean_top1_agree"] == 1.0
+
+
+def test_kl_top1_and_loss_equal_a_direct_forward_pass(setup, tiny_lm):
+    _, table = run(setup, "direct", [{"layer": "layer_2", "scale": 0.3}], max_units=1)
+    store = ActivationStore.open(setup / "store")
+    window = store.tokens(slice(0, 512)).to_pandas().query("window == 2")
+    ids = torch.tensor(window.token_id.to_numpy(), dtype=torch.long)[None]
+    from pipeline import FunctionController
+
+    with torch.no_grad():
+        base = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].float(), -1)
+        with tiny_lm.layers.hooks(FunctionController("layer_2", lambda x: x * 0.3)):
+            new = torch.log_softmax(tiny_lm.model(input_ids=ids).logits[0].float(), -1)
+    got = table.set_index("row").loc[window.row.to_numpy()]
+    kl = (base.exp() * (base - new)).sum(-1)
+    np.testing.assert_allclose(got.kl, kl.numpy(), rtol=1e-4, atol=1e-7)
+    assert np.array_equal(got.top1_agree, (base.argmax(-1) == new.argmax(-1)).numpy())
+    targets = ids[0, 1:]
+    np.testing.assert_allclose(
+        got.loss_base[:-1], -base[:-1].gather(1, targets[:, None])[:, 0], rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        got.loss[:-1], -new[:-1].gather(1, targets[:, None])[:, 0], rtol=1e-5
+    )
+    assert np.isnan(got.loss.iloc[-1]), "the last token of a window has no next token"
+
+
+def test_an_sae_concept_edit_moves_the_layer_by_exactly_its_decoder_column(setup):
+    _, table = run(
+        setup,
+        "concept",
+        [{"layer": "layer_1", "sae": str(setup / "sae_layer_1"), "concepts": {5: {"set": 2.0}}}],
+        max_units=1,
+    )
+    store = ActivationStore.open(setup / "store")
+    x = torch.from_numpy(store.read("layer_1", slice(0, 512)))
+    sae = load_sae(setup / "sae_layer_1")
+    z5 = sae.encode(x)[:, 5].detach()
+    expected = ((2.0 - z5)[:, None] * sae.W_dec[5].detach()).norm(dim=1) / x.norm(dim=1)
+    np.testing.assert_allclose(table.change_layer_1, expected.numpy(), rtol=1e-4)
+
+
+def test_a_cascade_reports_each_prefix_and_later_steps_see_earlier_ones(setup):
+    steps = [
+        {"name": "half", "layer": "layer_1", "scale": 0.5},
+        {"name": "zero", "layer": "layer_3", "ablate": "zero"},
+    ]
+    track = [
+        {"name": "t3", "layer": "layer_3", "sae": str(setup / "sae_layer_3"), "latents": [0, 7]}
+    ]
+    result, table = run(
+        setup, "cascade", steps, max_units=1, measure=["layer_1", "layer_2", "layer_3"], track=track
+    )
+    assert list(result.summary.steps) == ["half", "half+zero"]
+    first, second = table[table.stage == 1], table[table.stage == 2]
+    np.testing.assert_allclose(first.change_layer_1, 0.5, rtol=1e-6)
+    assert (first.change_layer_2 > 0).all(), "block 2 reads block 1's halved output"
+    np.testing.assert_allclose(second.change_layer_3, 1.0, rtol=1e-6)
+    # The tracked SAE reads layer_3 as it leaves the layer: before, the stored activations;
+    # after, what the cascade made of them (zeros in stage 2).
+    store = ActivationStore.open(setup / "store")
+    codes = load_sae(setup / "sae_layer_3").encode(
+        torch.from_numpy(store.read("layer_3", slice(0, 512)))
+    )
+    np.testing.assert_allclose(first.t3_7_base, codes[:, 7].detach().numpy(), rtol=1e-5, atol=1e-6)
+    assert not np.allclose(first.t3_7, first.t3_7_base)
+    summary = json.loads((setup / "cascade" / "summary.json").read_text())
+    assert summary["replay_max_abs_error"] == {"layer_1": 0.0, "layer_3": 0.0}
+
+    _, final_only = run(setup, "final-only", steps, max_units=1, cumulative=False)
+    assert set(final_only.stage) == {1} and len(final_only) == 512
+
+
+def test_positions_limit_a_step_and_mean_ablation_uses_the_store_mean(setup):
+    steps = [{"layer": "layer_1", "ablate": "mean", "positions": [0, 3]}]
+    _, table = run(setup, "mean", steps, max_units=1)
+    store = ActivationStore.open(setup / "store")
+    mean = load_file(str(setup / "mean" / "means.safetensors"))["layer_1"]
+    np.testing.assert_allclose(mean, store.read("layer_1").mean(0), rtol=1e-5, atol=1e-6)
+    touched = table.position.isin([0, 3])
+    assert (table.change_layer_1[touched] > 0).all()
+    assert (table.change_layer_1[~touched] == 0).all()
+
+
+def test_splicing_an_sae_costs_its_reconstruction_error(setup):
+    steps = [{"layer": "layer_3", "sae": str(setup / "sae_layer_3"), "splice": True}]
+    result, table = run(setup, "splice", steps, max_units=1)
+    store = ActivationStore.open(setup / "store")
+    x = torch.from_numpy(store.read("layer_3", slice(0, 512)))
+    sae = load_sae(setup / "sae_layer_3")
+    expected = (sae(x).detach() - x).norm(dim=1) / x.norm(dim=1)
+    np.testing.assert_allclose(table.change_layer_3, expected.numpy(), rtol=1e-4)
+    assert result.summary.loc[0, "mean_loss_change"] != 0
+
+
+def test_add_and_project_out_a_direction_from_a_file(setup, tmp_path):
+    direction = torch.randn(64)
+    save_file({"d": direction}, str(tmp_path / "dir.safetensors"))
+    vector = {"vector": str(tmp_path / "dir.safetensors"), "key": "d"}
+    steps = [
+        {"name": "add", "layer": "layer_1", "add": vector, "coefficient": 3.0},
+        {"name": "remove", "layer": "layer_1", "project_out": vector},
+    ]
+    _, table = run(setup, "directions", steps, max_units=1)
+    x = torch.from_numpy(ActivationStore.open(setup / "store").read("layer_1", slice(0, 512)))
+    np.testing.assert_allclose(
+        table[table.stage == 1].change_layer_1, (3.0 / x.norm(dim=1)).numpy(), rtol=1e-4
+    )
+    unit = direction / direction.norm()
+    removed = ((x + 3.0 * unit) @ unit)[:, None] * unit  # what the second step takes away
+    expected = (removed - 3.0 * unit).norm(dim=1) / x.norm(dim=1)
+    np.testing.assert_allclose(table[table.stage == 2].change_layer_1, expected.numpy(), rtol=1e-3)
+
+
+def test_a_rerun_resumes_and_a_different_spec_is_refused(setup):
+    steps = [{"layer": "layer_2", "scale": 0.5}]
+    first, table = run(setup, "resume", steps, max_units=2)
+    assert first.units_computed == 2
+    again, same = run(setup, "resume", steps, max_units=2)
+    assert again.units_computed == 0 and same.equals(table)
+    with pytest.raises(StoreMismatchError, match=r"steps.*\n.*pass --overwrite"):
+        run(setup, "resume", [{"layer": "layer_2", "scale": 0.6}], max_units=2)
+    replaced, _ = run(
+        setup, "resume", [{"layer": "layer_2", "scale": 0.6}], max_units=2, overwrite=True
+    )
+    assert replaced.units_computed == 2
+
+
+def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(
+        f"store: {setup / 'store'}\nout: {tmp_path / 'killed'}\n"
+        "max_units: 4\nsteps:\n  - {name: half, layer: layer_1, scale: 0.5}\n"
+        "  - {name: zero, layer: layer_2, ablate: zero, positions: [1]}\n"
+    )
+    command = [sys.executable, "-m", "jobs.intervene", "--spec", str(spec), "--no-ray", "--quiet"]
+    killed = subprocess.run(
+        [*command, "--set", "fault_injection={kill_unit: 2}"], cwd=REPO, capture_output=True
+    )
+    assert killed.returncode == -signal.SIGKILL
+    records = sorted((tmp_path / "killed" / "units").glob("unit-*.json"))
+    assert [p.name for p in records] == [f"unit-0000{i}.json" for i in range(2)]
+    before = {p.name: p.read_text() for p in records}
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    assert "2 units computed" in finished.stdout
+    assert {p.name: p.read_text() for p in records} == before, "committed units were not redone"
+    clean, table = run(
+        setup,
+        "killed-clean",
+        [
+            {"name": "half", "layer": "layer_1", "scale": 0.5},
+            {"name": "zero", "layer": "layer_2", "ablate": "zero", "positions": [1]},
+        ],
+        max_units=4,
+    )
+    assert effects(tmp_path / "killed").equals(table)
+    assert not [p for p in (tmp_path / "killed").rglob(".*") if ".fault" not in p.name]
+
+
+def test_an_encoder_gets_output_similarity_instead_of_next_token_effects(minilm_path, tmp_path):
+    capture(
+        capture_config(minilm_path, tmp_path / "store", hooks=("layer_1",), max_tokens=400),
+        progress=False,
+    )
+    spec = spec_from_dict(
+        {
+            "store": str(tmp_path / "store"),
+            "out": str(tmp_path / "out"),
+            "steps": [{"layer": "layer_1", "scale": 0.0}],
+        }
+    )
+    run_interventions(spec, progress=False)
+    table = effects(tmp_path / "out")
+    assert {"output_cos", "output_change"} <= set(table.columns) and "kl" not in table.columns
+    assert (table.output_cos < 1).all() and (table.change_layer_1 == 1).all()
+
+
+@pytest.mark.parametrize(
+    ("step", "message"),
+    [
+        ({"layer": "layer_9", "scale": 2.0}, r"layer_9.*4 blocks"),
+        ({"layer": "layer_1", "ablate": "mean", "scale": 1.0}, "exactly one of"),
+        ({"layer": "layer_2", "ablate": "mean"}, r"needs that layer in the store"),
+        ({"layer": "layer_1", "sae": "/nonexistent/sae", "splice": True}, "does not exist"),
+        ({"layer": "layer_1", "scale": 1.0, "colour": "red"}, r"unknown keys \['colour'\]"),
+        ({"layer": "layer_1", "sae": "SAE"}, "changes nothing"),
+    ],
+)
+def test_bad_specs_fail_before_any_work_with_the_reason(setup, step, message):
+    step = {k: (str(setup / "sae_layer_1") if v == "SAE" else v) for k, v in step.items()}
+    out = setup / "never"
+    with pytest.raises(ValueError, match=message):
+        run(setup, "never", [step])
+    assert not (out / "units").exists() or not list((out / "units").iterdir())
+
+
+def test_an_sae_of_the_wrong_width_is_refused(setup, tmp_path):
+    TopKSae(n_latents=32, n_inputs=16, k=4).save(tmp_path / "narrow")
+    with pytest.raises(ValueError, match="16"):
+        run(
+            setup, "narrow", [{"layer": "layer_1", "sae": str(tmp_path / "narrow"), "splice": True}]
+        )
+
+
+def test_the_job_runs_without_ray_and_prints_where_the_effects_are(setup, tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"store: {setup / 'store'}\nsteps:\n  - {{layer: layer_1, scale: 0.5}}\n")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jobs.intervene",
+            "--spec",
+            str(spec),
+            "--no-ray",
+            "--quiet",
+            "--out",
+            str(tmp_path / "job"),
+            "--set",
+            "max_units=1",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ},
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{tmp_path / 'job'}/effects" in done.stdout
+    assert (tmp_path / "job" / "_SUCCESS").exists()
+    assert pd.read_parquet(tmp_path / "job" / "summary.parquet").loc[0, "tokens"] == 512
