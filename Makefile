@@ -17,6 +17,8 @@ venv: $(STAMP)
 demo: $(STAMP)
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.capture
 	$(PY) -m jobs.inspect stores/capture
+	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.intervene --quiet \
+		--spec jobs/configs/intervene-default.yaml --set max_units=4
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -14,6 +14,7 @@ units without a commit record, a different one is refused with each difference n
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,8 +166,6 @@ def _open_output(out: Path, identity: dict[str, Any], overwrite: bool) -> None:
             )
         shutil.rmtree(out)
     if spec_path.exists():
-        import json
-
         old = json.loads(spec_path.read_text())["fingerprint"]
         differences = fingerprint_differences(old, identity)
         if differences:

@@ -212,22 +212,23 @@ class InterventionWorker:
 
     # --- output ----------------------------------------------------------------------------
     def _commit(self, unit, table, sums, replay, attempt, compute_s) -> dict:
+        """Effects file first (atomic), then the commit record: the record means "done"."""
         out = Path(self.run.out)
         stem = unit_stem(unit, self.run.unit_name_width)
-        path = out / EFFECTS_DIR / f"{stem}.parquet"
-        sink = io.BytesIO()
+        effects_record = {"file": None, "rows": 0, "sha256": None}
         if table is not None:
+            sink = io.BytesIO()
             pq.write_table(table, sink)
-            write_atomic(path, [sink.getvalue()])
+            data = sink.getvalue()
+            write_atomic(out / EFFECTS_DIR / f"{stem}.parquet", [data])
+            effects_record = {
+                "file": f"{EFFECTS_DIR}/{stem}.parquet",
+                "rows": table.num_rows,
+                "sha256": hashlib.sha256(data).hexdigest(),
+            }
         record = {
             "unit": unit,
-            "effects": {
-                "file": f"{EFFECTS_DIR}/{stem}.parquet" if table is not None else None,
-                "rows": 0 if table is None else table.num_rows,
-                "sha256": hashlib.sha256(sink.getvalue()).hexdigest()
-                if table is not None
-                else None,
-            },
+            "effects": effects_record,
             "sums": sums,
             "replay_max_abs_error": replay,
             "timing": {"compute_s": round(compute_s, 6)},

@@ -84,3 +84,17 @@ def test_relative_change_and_cosine():
     new = torch.tensor([[[0.0, 0.0], [0.0, 0.0]]])
     torch.testing.assert_close(effects.relative_change(base, new), torch.tensor([[1.0, 0.0]]))
     torch.testing.assert_close(effects.cosine(base, base)[0, 0], torch.tensor(1.0))
+
+
+def test_every_example_config_in_jobs_configs_loads():
+    """Capture configs and intervention specs shipped in jobs/configs stay valid."""
+    from pipeline.capture.config_io import load_config
+
+    configs = Path(__file__).resolve().parents[2] / "jobs" / "configs"
+    specs = sorted(configs.glob("intervene-*.yaml"))
+    assert specs, "the example intervention spec is missing"
+    for path in specs:
+        spec = load_spec(path)
+        assert spec.steps and spec.store
+    for path in sorted(set(configs.glob("*.yaml")) - set(specs)):
+        assert load_config(path).hooks
