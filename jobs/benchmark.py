@@ -17,6 +17,7 @@ SUITES = {
     "gpu": "pipeline.bench.gpu",
     "memory": "pipeline.bench.memory",
     "capture-ab": "pipeline.bench.capture:run_pipelining_ab",
+    "interventions": "pipeline.bench.interventions",
 }
 
 

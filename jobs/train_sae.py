@@ -1,7 +1,11 @@
-"""`python -m jobs.train_sae`: train a TopK SAE on one hook of an activation store.
+"""`python -m jobs.train_sae`: train an SAE on one hook of an activation store.
 
     python -m jobs.train_sae --store stores/capture --hook layer_3 \
         --n-latents 6144 --k 32 --steps 20000 --out runs/sae-l3
+    python -m jobs.train_sae --store stores/capture --hook layer_3 --architecture relu \
+        --n-latents 6144 --l1-coefficient 5 --steps 20000 --out runs/sae-l3-relu
+    python -m jobs.train_sae --store stores/capture --hook layer_3 --architecture jumprelu \
+        --n-latents 6144 --l0-coefficient 1 --bandwidth 0.05 --steps 20000 --out runs/sae-l3-jr
 
 Writes checkpoints to OUT/checkpoints/step_N (resume with --resume that folder), metrics
 to OUT/metrics.jsonl and the final SAE to OUT/sae (load it with `load_sae`).
@@ -23,7 +27,38 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--store", required=True, help="activation store directory")
     parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
     parser.add_argument("--n-latents", type=int, required=True, help="dictionary size")
-    parser.add_argument("--k", type=int, required=True, help="active latents per token")
+    parser.add_argument(
+        "--architecture",
+        choices=["topk", "relu", "jumprelu"],
+        default="topk",
+        help="SAE kind (default topk)",
+    )
+    parser.add_argument("--k", type=int, default=None, help="topk: active latents per token")
+    parser.add_argument(
+        "--l1-coefficient", type=float, default=None, help="relu: weight of the L1 penalty"
+    )
+    parser.add_argument(
+        "--l0-coefficient", type=float, default=None, help="jumprelu: weight of the L0 penalty"
+    )
+    parser.add_argument(
+        "--bandwidth",
+        type=float,
+        default=0.001,
+        help="jumprelu: width of the threshold's gradient kernel, in activation units "
+        "(default 0.001)",
+    )
+    parser.add_argument(
+        "--threshold-init",
+        type=float,
+        default=0.001,
+        help="jumprelu: starting threshold of every latent (default 0.001)",
+    )
+    parser.add_argument(
+        "--sparsity-warmup-steps",
+        type=int,
+        default=0,
+        help="relu/jumprelu: steps over which the penalty ramps up from 0 (default 0)",
+    )
     parser.add_argument(
         "--steps", type=int, default=10_000, help="total optimiser steps (default 10000)"
     )
@@ -59,7 +94,13 @@ def main(argv: list[str] | None = None) -> int:
 
     config = TrainerConfig(
         n_latents=args.n_latents,
+        architecture=args.architecture,
         k=args.k,
+        l1_coefficient=args.l1_coefficient,
+        l0_coefficient=args.l0_coefficient,
+        bandwidth=args.bandwidth,
+        threshold_init=args.threshold_init,
+        sparsity_warmup_steps=args.sparsity_warmup_steps,
         steps=args.steps,
         batch_size=args.batch_size,
         lr=args.lr,

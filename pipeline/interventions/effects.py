@@ -9,11 +9,55 @@ Legend: B windows, T positions, V vocabulary, D width.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class NextTokenBaseline:
+    """What every stage compares against, computed once per batch (vocabulary-wide work
+    is the expensive part of a causal LM's effects: do it once, not once per stage)."""
+
+    logp_BTV: torch.Tensor
+    probs_BTV: torch.Tensor
+    top1_BT: torch.Tensor
+    loss_BT: torch.Tensor
 
 
 def log_probs(logits_BTV: torch.Tensor) -> torch.Tensor:
     return torch.log_softmax(logits_BTV.float(), dim=-1)
+
+
+def next_token_baseline(
+    logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> NextTokenBaseline:
+    logp_BTV = log_probs(logits_BTV)
+    return NextTokenBaseline(
+        logp_BTV=logp_BTV,
+        probs_BTV=logp_BTV.exp(),
+        top1_BT=logp_BTV.argmax(-1),
+        loss_BT=next_token_loss(logp_BTV, ids_BT, mask_BT),
+    )
+
+
+def next_token_effects(
+    base: NextTokenBaseline, logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
+) -> dict[str, torch.Tensor]:
+    """kl, top1_agree, loss_base and loss of one stage against the baseline."""
+    logp_BTV = log_probs(logits_BTV)
+    return {
+        "kl": kl_from_baseline(base, logp_BTV),
+        "top1_agree": logp_BTV.argmax(-1) == base.top1_BT,
+        "loss_base": base.loss_BT,
+        "loss": next_token_loss(logp_BTV, ids_BT, mask_BT),
+    }
+
+
+def kl_from_baseline(base: NextTokenBaseline, new_logp_BTV: torch.Tensor) -> torch.Tensor:
+    """KL(base || new) in nats, from elementwise log-prob differences (accurate for the
+    tiny KLs of small interventions, where a difference of two entropies would not be)."""
+    return torch.linalg.vecdot(base.probs_BTV, base.logp_BTV - new_logp_BTV).clamp_min_(0.0)
 
 
 def kl_divergence(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:

@@ -157,19 +157,13 @@ class InterventionWorker:
                 replay[layer] = max(replay.get(layer, 0.0), error)
         base_codes = self._tracked(base_acts)
         if self.run.causal:
-            base_logp = effects.log_probs(base_out)
-            loss_base = effects.next_token_loss(base_logp, ids_BT, mask_BT)
+            baseline = effects.next_token_baseline(base_out, ids_BT, mask_BT)
         per_stage = {}
         for stage, enabled in enumerate(self.spec.stage_sizes, start=1):
             new_out, new_acts = self._forward(ids_BT, mask_BT, enabled=enabled)
             columns: dict[str, torch.Tensor] = {}
             if self.run.causal:
-                new_logp = effects.log_probs(new_out)
-                columns["kl"] = effects.kl_divergence(base_logp, new_logp)
-                columns["top1_agree"] = effects.top1_agreement(base_logp, new_logp)
-                columns["loss_base"] = loss_base
-                columns["loss"] = effects.next_token_loss(new_logp, ids_BT, mask_BT)
-                del new_logp
+                columns.update(effects.next_token_effects(baseline, new_out, ids_BT, mask_BT))
             else:
                 columns["output_cos"] = effects.cosine(base_out, new_out)
                 columns["output_change"] = effects.relative_change(base_out, new_out)

@@ -103,10 +103,19 @@ class LanguageModel:
 
     # --- SAEs ----------------------------------------------------------------------------
     def attach_sae(self, sae: Hook, layer_signature: str | int) -> str:
-        """Register an SAE (a detector and a controller in one hook) on a layer."""
+        """Register an SAE (a detector and a controller in one hook) on a layer.
+
+        An SAE on another device than the model is moved to the model's device (in
+        place, as `nn.Module.to` does); its dtype stays as it is.
+        """
         check = getattr(sae, "check_layer", None)
         if check is not None:
             check(self, layer_signature)
+        sae_device = getattr(sae, "device", None)
+        if isinstance(sae, torch.nn.Module) and sae_device is not None:
+            model_device = self.device
+            if sae_device != model_device:
+                sae.to(device=model_device)
         return self.layers.register_hook(layer_signature, sae)
 
     def detach_sae(self, sae_or_id) -> None:

@@ -1,18 +1,33 @@
-"""Training a TopK SAE on a stream of activation rows (Gao et al., "Scaling and evaluating
-sparse autoencoders", 2024).
+"""Training an SAE on a stream of activation rows: TopK (Gao et al., "Scaling and
+evaluating sparse autoencoders", 2024), ReLU with an L1 penalty, JumpReLU with an L0
+penalty (Rajamanoharan et al., "Jumping Ahead", 2024).
 
 The trainer takes any iterator of float32 [N, D] batches (numpy or torch) so it is
-tested on synthetic data and fed from a store by `jobs/train_sae.py` alike. Choices:
+tested on synthetic data and fed from a store by `jobs/train_sae.py` alike. The three
+architectures share the loop, the optimiser, the decoder treatment, the metrics and the
+checkpoints; they differ in how codes are made and in the sparsity term
+(`pipeline.sae.losses`). Choices:
 
 - Decoder rows (one latent's direction) are kept unit-norm: the gradient component
   parallel to each row is removed before the Adam step and rows are renormalised after,
   so the optimiser can not buy sparsity by shrinking codes and growing directions.
 - `b_dec` starts at the mean (or geometric median) of the first batch; the encoder
   starts as the decoder's transpose.
-- Dead latents (no activation in the last `dead_after_tokens` rows) get the AuxK loss:
-  the residual `x - x_hat` is reconstructed from the top `aux_k` dead latents alone and
-  that reconstruction's MSE is added with weight `aux_coef`, which gives dead latents a
-  gradient towards what the live ones miss.
+- TopK: the loss is the MSE (mean over rows and dimensions). Dead latents (no activation
+  in the last `dead_after_tokens` rows) get the AuxK loss: the residual `x - x_hat` is
+  reconstructed from the top `aux_k` dead latents alone and that reconstruction's MSE is
+  added with weight `aux_coef`, which gives dead latents a gradient towards what the
+  live ones miss.
+- ReLU and JumpReLU: the loss is the squared error summed over dimensions, averaged over
+  rows, plus `coefficient * penalty` per row (L1 of the codes, or the number of active
+  latents). That is SAELens's and the paper's scaling, so a coefficient means the same
+  there and here for activations of the same scale. The coefficient may ramp up linearly
+  over `sparsity_warmup_steps`.
+- JumpReLU thresholds are trained directly, not through their log as in the paper's
+  pseudo-code: they start at `threshold_init` and are clamped to >= 0 after each step.
+  The SAE's own `threshold` parameter is then the trained value, so the checkpoint and
+  the saved folder are the usual ones (SAELens names, `threshold`) and a resume restores
+  it exactly, with its Adam moments; a threshold of 0 stays representable.
 - Checkpoints are folders: the SAE itself (`cfg.json` + `sae_weights.safetensors`,
   loadable with `load_sae`), and `trainer_state.safetensors` + `trainer_state.json`
   with the Adam moments, the dead-latent counters, the step and the config. No pickle.
@@ -24,96 +39,36 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
-import torch.nn.functional as nnf
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
-from pipeline.sae.architectures import TopKSae
-from pipeline.sae.base import load_sae
+from pipeline.sae.architectures import JumpReluSae, ReluSae, TopKSae
+from pipeline.sae.base import Sae, load_sae
 from pipeline.sae.buffer import mixing_buffer
+from pipeline.sae.losses import auxk_loss, jumprelu, l0_penalty, l1_penalty
 from pipeline.sae.select import topk_rows
+from pipeline.sae.train_config import TrainerConfig
+
+__all__ = ["SaeTrainer", "TrainerConfig", "checkpoint_step", "geometric_median", "train_sae"]
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
-_B_DEC_INITS = ("mean", "geometric_median", "zeros")
+_SAE_CLASSES: dict[str, type[Sae]] = {"topk": TopKSae, "relu": ReluSae, "jumprelu": JumpReluSae}
 
 
-@dataclass(frozen=True, kw_only=True)
-class TrainerConfig:
-    """How to train a TopK SAE.
+class _Terms(NamedTuple):
+    """What one architecture's forward pass hands the shared step."""
 
-    Attributes:
-        n_latents: dictionary size F.
-        k: active latents per row.
-        steps: optimiser steps in total (a resumed run continues up to this number).
-        batch_size: rows per step.
-        lr: Adam learning rate.
-        buffer_size: rows held by the shuffle buffer (at least 2 * batch_size).
-        dead_after_tokens: a latent that fired on none of the last this-many rows is dead.
-        aux_k: dead latents used by the AuxK loss; None means n_inputs // 2.
-        aux_coef: weight of the AuxK loss.
-        b_dec_init: `mean`, `geometric_median` or `zeros` of the first batch.
-        checkpoint_every: write a checkpoint every this many steps (0: only at the end).
-        log_every: refresh the progress bar and record metrics every this many steps.
-        seed: seeds the initial weights and the shuffle buffer.
-    """
-
-    n_latents: int
-    k: int
-    steps: int = 10_000
-    batch_size: int = 4096
-    lr: float = 3e-4
-    buffer_size: int = 65_536
-    dead_after_tokens: int = 10_000_000
-    aux_k: int | None = None
-    aux_coef: float = 1 / 32
-    b_dec_init: str = "mean"
-    checkpoint_every: int = 0
-    log_every: int = 50
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in (
-            "n_latents",
-            "k",
-            "steps",
-            "batch_size",
-            "buffer_size",
-            "dead_after_tokens",
-            "log_every",
-        ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if self.k > self.n_latents:
-            raise ValueError(f"k must be at most n_latents={self.n_latents}, got {self.k}")
-        if self.buffer_size < 2 * self.batch_size:
-            raise ValueError(
-                f"buffer_size must be at least 2 * batch_size = {2 * self.batch_size}, got {self.buffer_size}"
-            )
-        if self.aux_k is not None and (not isinstance(self.aux_k, int) or self.aux_k < 1):
-            raise ValueError(f"aux_k must be a positive int or None, got {self.aux_k!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
-        if not self.aux_coef >= 0:
-            raise ValueError(f"aux_coef must be >= 0, got {self.aux_coef!r}")
-        if self.b_dec_init not in _B_DEC_INITS:
-            raise ValueError(
-                f"b_dec_init must be one of {', '.join(_B_DEC_INITS)}, got {self.b_dec_init!r}"
-            )
-        if (
-            isinstance(self.checkpoint_every, bool)
-            or not isinstance(self.checkpoint_every, int)
-            or self.checkpoint_every < 0
-        ):
-            raise ValueError(f"checkpoint_every must be an int >= 0, got {self.checkpoint_every!r}")
+    loss: torch.Tensor  # what backward runs on
+    x_hat_ND: torch.Tensor
+    active: torch.Tensor  # bool, one row per input row; its row sums are the L0s
+    extras: dict[str, float]  # the architecture's own metrics (aux_loss, sparsity_loss)
 
 
 def geometric_median(x_ND: torch.Tensor, iterations: int = 30, eps: float = 1e-8) -> torch.Tensor:
@@ -126,14 +81,14 @@ def geometric_median(x_ND: torch.Tensor, iterations: int = 30, eps: float = 1e-8
 
 
 class SaeTrainer:
-    """One TopK SAE, its Adam optimiser and the bookkeeping to train it step by step."""
+    """One SAE, its Adam optimiser and the bookkeeping to train it step by step."""
 
     def __init__(self, config: TrainerConfig, n_inputs: int, device: str | torch.device = "cpu"):
         self.config = config
         self.n_inputs = n_inputs
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
-            self.sae = TopKSae(config.n_latents, n_inputs, config.k, device=device)
+            self.sae = _new_sae(config, n_inputs, device)
         self.optimizer = torch.optim.Adam(self.sae.parameters(), lr=config.lr)
         self.step = 0
         self.b_dec_ready = config.b_dec_init == "zeros"
@@ -143,6 +98,13 @@ class SaeTrainer:
     def aux_k(self) -> int:
         return self.config.aux_k or max(1, self.n_inputs // 2)
 
+    @property
+    def sparsity_coefficient(self) -> float:
+        """The penalty's weight at the current step (after the linear warm-up)."""
+        warmup = self.config.sparsity_warmup_steps
+        ramp = min(1.0, (self.step + 1) / warmup) if warmup else 1.0
+        return self.config.sparsity_coefficient * ramp
+
     @torch.no_grad()
     def _init_b_dec(self, x_ND: torch.Tensor) -> None:
         center = (
@@ -151,6 +113,43 @@ class SaeTrainer:
         self.sae.b_dec.copy_(center)
         self.b_dec_ready = True
 
+    def _topk_loss(self, x_ND: torch.Tensor, pre_NF: torch.Tensor) -> _Terms:
+        """TopK: MSE + aux_coef * AuxK."""
+        values_NK, indices_NK = topk_rows(pre_NF, self.sae.k, sorted=False)
+        values_NK = values_NK.relu()
+        x_hat_ND = self.sae.decode_sparse(values_NK, indices_NK)
+        residual_ND = x_ND - x_hat_ND
+        dead_F = self._update_dead(indices_NK[values_NK > 0], x_ND.shape[0])
+        aux = pre_NF.new_zeros(())
+        if self.config.aux_coef > 0:
+            aux = auxk_loss(pre_NF, residual_ND, self.sae.W_dec, dead_F, self.aux_k)
+        loss = residual_ND.pow(2).mean() + self.config.aux_coef * aux
+        return _Terms(loss, x_hat_ND, values_NK > 0, {"aux_loss": float(aux.detach())})
+
+    def _penalised_loss(self, x_ND: torch.Tensor, pre_NF: torch.Tensor) -> _Terms:
+        """ReLU/JumpReLU: summed squared error + coefficient * (L1 or L0) per row."""
+        z_NF = pre_NF.relu()
+        if self.config.architecture == "jumprelu":
+            threshold_F, bandwidth = self.sae.threshold, self.config.bandwidth
+            codes_NF = jumprelu(z_NF, threshold_F, bandwidth)
+            penalty = l0_penalty(z_NF, threshold_F, bandwidth)
+        else:
+            codes_NF = z_NF
+            penalty = l1_penalty(codes_NF)
+        x_hat_ND = self.sae.decode(codes_NF)
+        active_NF = codes_NF > 0
+        self._update_dead(active_NF.any(0), x_ND.shape[0])
+        sparsity = self.sparsity_coefficient * penalty
+        loss = (x_ND - x_hat_ND).pow(2).sum(1).mean() + sparsity
+        return _Terms(loss, x_hat_ND, active_NF, {"sparsity_loss": float(sparsity.detach())})
+
+    @torch.no_grad()
+    def _update_dead(self, fired: torch.Tensor, num_rows: int) -> torch.Tensor:
+        """Reset the counters of the latents `fired` (indices, or a mask [F]); the dead mask [F]."""
+        self.tokens_since_fired_F += num_rows
+        self.tokens_since_fired_F[fired] = 0
+        return self.tokens_since_fired_F > self.config.dead_after_tokens
+
     def train_step(self, x_ND: torch.Tensor) -> dict[str, float]:
         """One Adam step on rows [N, D]; returns the step's metrics."""
         sae = self.sae
@@ -158,28 +157,8 @@ class SaeTrainer:
         if not self.b_dec_ready:
             self._init_b_dec(x_ND)
         pre_NF = sae.pre_activations(x_ND)
-        values_NK, indices_NK = topk_rows(pre_NF, sae.k, sorted=False)
-        values_NK = values_NK.relu()
-        x_hat_ND = sae.decode_sparse(values_NK, indices_NK)
-        residual_ND = x_ND - x_hat_ND
-        mse = residual_ND.pow(2).mean()
-
-        with torch.no_grad():
-            fired_F = torch.zeros_like(self.tokens_since_fired_F, dtype=torch.bool)
-            fired_F[indices_NK[values_NK > 0]] = True
-            self.tokens_since_fired_F += x_ND.shape[0]
-            self.tokens_since_fired_F[fired_F] = 0
-            dead_F = self.tokens_since_fired_F > self.config.dead_after_tokens
-        num_dead = int(dead_F.sum())
-        aux = torch.zeros((), device=sae.device)
-        if num_dead and self.config.aux_coef > 0:
-            aux_pre_NF = pre_NF.masked_fill(~dead_F, float("-inf"))
-            aux_values, aux_indices = aux_pre_NF.topk(min(self.aux_k, num_dead), dim=1)
-            aux_hat_ND = nnf.embedding_bag(
-                aux_indices, sae.W_dec, per_sample_weights=aux_values.relu(), mode="sum"
-            )
-            aux = (aux_hat_ND - residual_ND.detach()).pow(2).mean()
-        loss = mse + self.config.aux_coef * aux
+        compute = self._topk_loss if self.config.architecture == "topk" else self._penalised_loss
+        loss, x_hat_ND, active, extras = compute(x_ND, pre_NF)
 
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -188,17 +167,22 @@ class SaeTrainer:
             g_FD -= (g_FD * w_FD).sum(1, keepdim=True) * w_FD
         self.optimizer.step()
         sae.normalize_decoder_()
+        if self.config.architecture == "jumprelu":
+            with torch.no_grad():
+                sae.threshold.clamp_(min=0)
         self.step += 1
 
         with torch.no_grad():
+            residual_ND = x_ND - x_hat_ND
             centered = (x_ND - x_ND.mean(0)).pow(2).sum()
+            dead_F = self.tokens_since_fired_F > self.config.dead_after_tokens
             return {
                 "step": self.step,
-                "mse": float(mse),
-                "aux_loss": float(aux),
+                "mse": float(residual_ND.pow(2).mean()),
+                **extras,
                 "fve": float(1 - residual_ND.pow(2).sum() / centered.clamp_min(1e-12)),
-                "l0": float((values_NK > 0).sum(1).float().mean()),
-                "dead_fraction": num_dead / self.config.n_latents,
+                "l0": float(active.sum(1).float().mean()),
+                "dead_fraction": int(dead_F.sum()) / self.config.n_latents,
             }
 
     def fit(
@@ -285,11 +269,11 @@ class SaeTrainer:
         meta = json.loads((path / STATE_JSON).read_text())
         saved = TrainerConfig(**meta["config"])
         config = config or saved
-        if (config.n_latents, config.k) != (saved.n_latents, saved.k):
-            raise ValueError(
-                f"checkpoint {path} holds n_latents={saved.n_latents}, k={saved.k}; "
-                f"the config asks for n_latents={config.n_latents}, k={config.k}"
-            )
+        shape = ("architecture", "n_latents", "k")
+        if any(getattr(config, name) != getattr(saved, name) for name in shape):
+            held = ", ".join(f"{name}={getattr(saved, name)!r}" for name in shape)
+            asked = ", ".join(f"{name}={getattr(config, name)!r}" for name in shape)
+            raise ValueError(f"checkpoint {path} holds {held}; the config asks for {asked}")
         trainer = cls(config, meta["n_inputs"], device=device)
         trainer.sae.load_state_dict(load_sae(path).state_dict())
         tensors = load_file(str(path / STATE_TENSORS), device=str(device))
@@ -310,6 +294,17 @@ class SaeTrainer:
         return trainer
 
 
+def _new_sae(config: TrainerConfig, n_inputs: int, device: str | torch.device) -> Sae:
+    sae_cls = _SAE_CLASSES[config.architecture]
+    if config.architecture == "topk":
+        return sae_cls(config.n_latents, n_inputs, config.k, device=device)
+    sae = sae_cls(config.n_latents, n_inputs, device=device)
+    if config.architecture == "jumprelu":
+        with torch.no_grad():
+            sae.threshold.fill_(config.threshold_init)
+    return sae
+
+
 def train_sae(
     chunks: Iterable[np.ndarray | torch.Tensor],
     config: TrainerConfig,
@@ -319,7 +314,7 @@ def train_sae(
     progress: bool = True,
     device: str | torch.device = "cpu",
 ) -> SaeTrainer:
-    """Train (or resume) a TopK SAE on row chunks [n, D] passed through the shuffle buffer.
+    """Train (or resume) an SAE on row chunks [n, D] passed through the shuffle buffer.
 
     With `out_dir`, checkpoints go to `out_dir/checkpoints/step_N`, metrics to
     `out_dir/metrics.jsonl` and the final SAE to `out_dir/sae`. Stops at `config.steps`

@@ -98,3 +98,17 @@ def test_every_example_config_in_jobs_configs_loads():
         assert spec.steps and spec.store
     for path in sorted(set(configs.glob("*.yaml")) - set(specs)):
         assert load_config(path).hooks
+
+
+def test_stage_effects_against_a_cached_baseline_equal_the_direct_formulas():
+    logits, other = torch.randn(2, 6, 13), torch.randn(2, 6, 13)
+    ids, mask = torch.randint(0, 13, (2, 6)), torch.ones(2, 6, dtype=torch.long)
+    baseline = effects.next_token_baseline(logits, ids, mask)
+    got = effects.next_token_effects(baseline, other, ids, mask)
+    a, b = effects.log_probs(logits), effects.log_probs(other)
+    torch.testing.assert_close(got["kl"], effects.kl_divergence(a, b))
+    assert torch.equal(got["top1_agree"], effects.top1_agreement(a, b))
+    torch.testing.assert_close(got["loss"], effects.next_token_loss(b, ids, mask), equal_nan=True)
+    torch.testing.assert_close(
+        got["loss_base"], effects.next_token_loss(a, ids, mask), equal_nan=True
+    )

@@ -31,9 +31,9 @@ def sparse_chunks(atoms: torch.Tensor, num_chunks: int, rows: int = 1024, seed: 
 
 
 def test_training_on_sparse_synthetic_data_recovers_the_dictionary():
-    atoms = true_dictionary()
+    atoms = true_dictionary(seed=1234)  # another seed than the SAE's own initialisation
     config = TrainerConfig(
-        n_latents=NUM_ATOMS,
+        n_latents=2 * NUM_ATOMS,
         k=K,
         steps=400,
         batch_size=256,
@@ -41,12 +41,14 @@ def test_training_on_sparse_synthetic_data_recovers_the_dictionary():
         buffer_size=2048,
         dead_after_tokens=20_000,
     )
+    start = SaeTrainer(config, n_inputs=D).sae.W_dec.detach()
+    assert (atoms @ start.T).max(1).values.mean() < 0.6, "the answer must not be the start"
     trainer = train_sae(sparse_chunks(atoms, 200), config, n_inputs=D, progress=False)
     assert trainer.step == 400
     learned = trainer.sae.W_dec.detach()
     cosine = atoms @ learned.T
     assert cosine.max(1).values.mean() > 0.9
-    torch.testing.assert_close(learned.norm(dim=1), torch.ones(NUM_ATOMS))
+    torch.testing.assert_close(learned.norm(dim=1), torch.ones(2 * NUM_ATOMS))
 
 
 def test_step_metrics_report_mse_variance_explained_l0_and_dead_fraction():
