@@ -68,18 +68,22 @@ def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
     return CaptureConfig(**values)
 
 
-def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> CaptureConfig:
-    """Defaults, then the YAML file (if any), then `--set` overrides, in that order."""
+def read_values(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
+    """The YAML mapping in `path` (if any) with `--set key=value` overrides merged in."""
     values: dict[str, Any] = {}
     if path is not None:
         loaded = yaml.safe_load(Path(path).read_text())
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a YAML mapping")
         values = loaded or {}
-    values = merge_nested(values, parse_overrides(overrides or []))
-    return config_from_dict(values)
+    return merge_nested(values, parse_overrides(overrides or []))
+
+
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None
+) -> CaptureConfig:
+    """Defaults, then the YAML file (if any), then `--set` overrides, in that order."""
+    return config_from_dict(read_values(path, overrides))
 
 
 def config_to_dict(config: CaptureConfig) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
 from pipeline.distributed.planning import plan_in_parallel
-from pipeline.distributed.pool import run_units_on_actors
+from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
 
 
 def ensure_ray() -> None:
@@ -30,17 +30,7 @@ def ensure_ray() -> None:
 
 def check_resources(config: CaptureConfig) -> None:
     """Fail at once, not hang, when the cluster cannot host even one actor."""
-    resources = ray.cluster_resources()
-    if config.num_gpus_per_worker > 0 and resources.get("GPU", 0) < config.num_gpus_per_worker:
-        raise ValueError(
-            f"num_gpus_per_worker={config.num_gpus_per_worker} but the Ray cluster has "
-            f"{resources.get('GPU', 0):g} GPUs; set num_gpus_per_worker=0 and device=cpu, or add GPU nodes"
-        )
-    if resources.get("CPU", 0) < config.num_cpus_per_worker:
-        raise ValueError(
-            f"num_cpus_per_worker={config.num_cpus_per_worker} but the Ray cluster has "
-            f"{resources.get('CPU', 0):g} CPUs; lower num_cpus_per_worker"
-        )
+    check_actor_resources(config.num_cpus_per_worker, config.num_gpus_per_worker)
 
 
 def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:

@@ -12,7 +12,7 @@ import os
 import ray
 
 from pipeline.distributed.driver import ensure_ray
-from pipeline.distributed.pool import run_units_on_actors
+from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
 from pipeline.interventions.prepare import PreparedRun, prepare_run
 from pipeline.interventions.run import InterventionResult, finish_run
 from pipeline.interventions.spec import InterventionSpec
@@ -32,24 +32,9 @@ class InterventionActor:
         return {"unit": unit, "rows": record["effects"]["rows"], "timing": record["timing"]}
 
 
-def check_resources(spec: InterventionSpec) -> None:
-    """Fail at once when the cluster cannot host one actor (no silent wait for GPUs)."""
-    resources = ray.cluster_resources()
-    if spec.num_gpus_per_worker > 0 and resources.get("GPU", 0) < spec.num_gpus_per_worker:
-        raise ValueError(
-            f"num_gpus_per_worker={spec.num_gpus_per_worker} but the Ray cluster has "
-            f"{resources.get('GPU', 0):g} GPUs; set num_gpus_per_worker=0 and device=cpu"
-        )
-    if resources.get("CPU", 0) < spec.num_cpus_per_worker:
-        raise ValueError(
-            f"num_cpus_per_worker={spec.num_cpus_per_worker} but the Ray cluster has "
-            f"{resources.get('CPU', 0):g} CPUs; lower num_cpus_per_worker"
-        )
-
-
 def run_interventions_on_ray(spec: InterventionSpec, progress: bool = True) -> InterventionResult:
     ensure_ray()
-    check_resources(spec)
+    check_actor_resources(spec.num_cpus_per_worker, spec.num_gpus_per_worker)
     run = prepare_run(spec)
     run_ref = ray.put(run)
     options = {

@@ -31,9 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from pipeline.capture.config_io import merge_nested, parse_overrides
+from pipeline.capture.config_io import read_values
 
 OPERATIONS = ("sae", "scale", "add", "project_out", "ablate")
 _STEP_KEYS = {"name", "layer", "positions", "concepts", "splice", "coefficient", *OPERATIONS}
@@ -117,13 +115,7 @@ def load_spec(
     path: str | Path | None = None, overrides: list[str] | None = None
 ) -> InterventionSpec:
     """The YAML file (if any), then `--set key=value` overrides, into a checked spec."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: an intervention spec must be a YAML mapping")
-        values = loaded or {}
-    return spec_from_dict(merge_nested(values, parse_overrides(overrides or [])))
+    return spec_from_dict(read_values(path, overrides))
 
 
 def spec_from_dict(values: dict[str, Any]) -> InterventionSpec:
