@@ -14,17 +14,23 @@ Target (ours, no issue names one): >= 0.85 of the bare passes on CPU.
 
 from __future__ import annotations
 
+import json
+import os
 import tempfile
 from pathlib import Path
 
 import torch
 
+from pipeline.bench.gpu import repeated_pydoc_jsonl
 from pipeline.bench.models import gpt2_small_folder
 from pipeline.bench.timing import interleaved, markdown_table
 from pipeline.capture import CaptureConfig, capture
 from pipeline.interventions import spec_from_dict
 from pipeline.interventions.prepare import prepare_run
 from pipeline.interventions.worker import InterventionWorker, batches, unit_windows
+from pipeline.store.corpus import CorpusConfig
+
+BREAKDOWNS: list[str] = []  # where an intervention round's time went, per model
 
 STEPS = [
     {"name": "damp", "layer": "layer_1", "scale": 0.5},
@@ -32,21 +38,16 @@ STEPS = [
 ]
 
 
-def measure(model: str | None, label: str, rounds: int, threads: int, workdir: Path):
-    """Capture a 2-unit store of `model`, then time the cascade and the bare passes."""
-    store = workdir / ("store-" + ("minilm" if model is None else Path(model).name))
-    capture(
-        CaptureConfig(
-            model=model,
-            hooks=("layer_1", "layer_3"),
-            dtype="float16",
-            max_tokens=2 * 2048,
-            rows_per_unit=2048,
-            torch_threads=threads,
-            out=str(store),
-        ),
-        progress=False,
-    )
+def measure(
+    label: str,
+    capture_config: CaptureConfig,
+    rounds: int,
+    threads: int | None,
+    batch_size: int = 8,
+) -> list[list]:
+    """Capture a store with `capture_config`, then time the cascade and the bare passes."""
+    capture(capture_config, progress=False)
+    store = Path(capture_config.out)
     spec = spec_from_dict(
         {
             "store": str(store),
@@ -54,31 +55,46 @@ def measure(model: str | None, label: str, rounds: int, threads: int, workdir: P
             "steps": STEPS,
             "measure": ["layer_1", "layer_3"],
             "torch_threads": threads,
+            "batch_size": batch_size,
+            "device": capture_config.device,
         }
     )
     run = prepare_run(spec)
     worker = InterventionWorker(run)
     lm = worker.lm
     all_batches = [
-        (b.ids_BT, b.mask_BT)
+        (b.ids_BT.to(lm.device), b.mask_BT.to(lm.device))
         for unit in run.units
         for b in batches(unit_windows(worker.store, unit), spec.batch_size, lm.pad_token_id)
     ]
     passes = 1 + len(spec.stage_sizes)
     tokens = sum(int(mask.sum()) for _, mask in all_batches)
 
+    def sync():
+        if lm.device.type == "cuda":
+            torch.cuda.synchronize(lm.device)
+
     def bare():
         for ids, mask in all_batches:
             for _ in range(passes):
                 lm.model(input_ids=ids, attention_mask=mask)
+        sync()
 
     def intervene():
         for unit in run.units:
             worker.process(unit)
+        sync()
 
     with torch.no_grad():
         timings = interleaved({"bare": bare, "interventions": intervene}, rounds=rounds)
     rates = {name: tokens * passes / t.median for name, t in timings.items()}
+    records = [json.loads(p.read_text()) for p in (Path(run.out) / "units").glob("unit-*.json")]
+    parts = {k: sum(r["timing"][k] for r in records) for k in records[0]["timing"]}
+    total = sum(parts.values())
+    BREAKDOWNS.append(
+        f"{label}, one intervention round: "
+        + ", ".join(f"{k[:-2]} {v:.3f} s ({v / total:.0%})" for k, v in parts.items())
+    )
     return [
         [label, f"bare forward x {passes}", rates["bare"], 1.0],
         [
@@ -90,16 +106,59 @@ def measure(model: str | None, label: str, rounds: int, threads: int, workdir: P
     ]
 
 
+def cpu_rows(rounds: int, threads: int, workdir: Path) -> list[list]:
+    def config(model: str | None, name: str) -> CaptureConfig:
+        return CaptureConfig(
+            model=model,
+            hooks=("layer_1", "layer_3"),
+            dtype="float16",
+            max_tokens=2 * 2048,
+            rows_per_unit=2048,
+            torch_threads=threads,
+            out=str(workdir / name),
+        )
+
+    rows = measure("MiniLM (encoder)", config(None, "minilm"), rounds, threads)
+    gpt2 = str(gpt2_small_folder(workdir / "gpt2"))
+    rows += measure("GPT-2-small shape (causal, 30k vocab)", config(gpt2, "gpt2"), rounds, threads)
+    return rows
+
+
+def gpu_rows(rounds: int, device: str, workdir: Path) -> list[list]:
+    """GPT-2-small shape in bf16 on one GPU, batch 16 x 1024 (the tokenizer from
+    BENCH_TOKENIZER_DIR on machines without the MiniLM package)."""
+    tokenizer_dir = os.environ.get("BENCH_TOKENIZER_DIR")
+    gpt2 = gpt2_small_folder(
+        workdir / "gpt2", tokenizer_dir=Path(tokenizer_dir) if tokenizer_dir else None
+    )
+    corpus = repeated_pydoc_jsonl(workdir / "corpus.jsonl", copies=2)
+    config = CaptureConfig(
+        model=str(gpt2),
+        hooks=("layer_1", "layer_3"),
+        dtype="bfloat16",
+        model_dtype="bfloat16",
+        device=device,
+        corpus=CorpusConfig(kind="jsonl", path=str(corpus)),
+        context_length=1024,
+        rows_per_unit=16 * 1024,
+        max_tokens=4 * 16 * 1024,
+        batch_size=16,
+        out=str(workdir / "gpt2-store"),
+    )
+    return measure("GPT-2-small shape, bf16", config, rounds, None, batch_size=16)
+
+
 def run(rounds: int = 3, threads: int | None = None, device: str = "cpu") -> str:
-    threads = threads or 2
-    torch.set_num_threads(threads)
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
-        rows = measure(None, "MiniLM (encoder)", rounds, threads, workdir)
-        gpt2 = str(gpt2_small_folder(workdir / "gpt2"))
-        rows += measure(gpt2, "GPT-2-small shape (causal, 30k vocab)", rounds, threads, workdir)
+        if device.startswith("cuda"):
+            rows = gpu_rows(rounds, device, workdir)
+            setting = f"{torch.cuda.get_device_name(0)}, 4 units of 16 x 1024 tokens"
+        else:
+            threads = threads or 2
+            torch.set_num_threads(threads)
+            rows = cpu_rows(rounds, threads, workdir)
+            setting = f"CPU, {threads} threads, 2 units of 2048 tokens, batch 8 x 128"
     header = ["model", "case", "forward tokens/s", "vs bare"]
-    return (
-        f"2 units of 2048 tokens, batch 8 x 128, {threads} threads; tokens/s counts every "
-        "forward pass\n\n" + markdown_table(header, rows)
-    )
+    table = markdown_table(header, rows)
+    return f"{setting}; tokens/s counts every forward pass\n\n{table}\n\n" + "\n".join(BREAKDOWNS)

@@ -20,6 +20,7 @@ import os
 import signal
 import socket
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -79,6 +80,14 @@ def unit_windows(store: ActivationStore, unit: int) -> pa.Table:
     return table.filter(keep)
 
 
+def stored_rows(store: ActivationStore, layer: str, start: int, stop: int) -> torch.Tensor:
+    """Rows [start, stop) of a store array as float32 torch (bfloat16 bits widened by torch)."""
+    raw = store.activations(layer)[start:stop]
+    if store.meta["hooks"][layer]["logical_dtype"] == "bfloat16":
+        return torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16).float()
+    return torch.from_numpy(raw).float()
+
+
 def batches(table: pa.Table, batch_size: int, pad_id: int) -> list[Batch]:
     """Right-padded batches of `batch_size` windows."""
     windows = table["window"].to_numpy()
@@ -100,6 +109,18 @@ def batches(table: pa.Table, batch_size: int, pad_id: int) -> list[Batch]:
         tokens = table.slice(int(spans[0][0]), int(spans[-1][1] - spans[0][0]))
         result.append(Batch(ids_BT, mask_BT, tokens))
     return result
+
+
+@dataclass
+class Baseline:
+    """One batch without interventions: what every stage of it is compared with."""
+
+    ids_BT: torch.Tensor
+    mask_BT: torch.Tensor
+    out: torch.Tensor  # logits (causal LMs) or the last hidden state
+    acts: dict[str, torch.Tensor]  # watched layers' outputs
+    codes: dict[str, torch.Tensor]  # tracked latents [B, T, L] per tracker
+    next_token: effects.NextTokenBaseline | None
 
 
 class InterventionWorker:
@@ -126,17 +147,30 @@ class InterventionWorker:
 
     # --- one unit --------------------------------------------------------------------------
     def process(self, unit: int, attempt: int = 0) -> dict:
-        began = time.perf_counter()
-        table = unit_windows(self.store, unit)
+        self.timing = dict.fromkeys(("read_s", "forward_s", "replay_s", "effects_s"), 0.0)
+        with self._timed("read_s"):
+            table = unit_windows(self.store, unit)
+            unit_batches = batches(table, self.spec.batch_size, self.lm.pad_token_id)
         parts, sums, replay = [], {}, {}
-        for batch in batches(table, self.spec.batch_size, self.lm.pad_token_id):
+        for batch in unit_batches:
             self._maybe_die(unit)
             for stage, columns in self._batch_effects(batch, replay).items():
                 parts.append(_with_columns(batch.tokens, stage, columns))
                 _add_sums(sums.setdefault(str(stage), {}), columns)
         effects_table = pa.concat_tables(parts) if parts else None
-        elapsed = time.perf_counter() - began
-        return self._commit(unit, effects_table, sums, replay, attempt, elapsed)
+        return self._commit(unit, effects_table, sums, replay, attempt)
+
+    @contextmanager
+    def _timed(self, name: str):
+        """Add the block's seconds to `self.timing[name]` (synchronising a GPU first, so
+        queued kernels are charged to the block that queued them)."""
+        began = time.perf_counter()
+        try:
+            yield
+        finally:
+            if self.lm.device.type == "cuda":
+                torch.cuda.synchronize(self.lm.device)
+            self.timing[name] += time.perf_counter() - began
 
     def _batch_effects(self, batch: Batch, replay: dict) -> dict[int, dict[str, np.ndarray]]:
         """{stage (1-based): {column: values over the batch's real tokens}}.
@@ -147,36 +181,63 @@ class InterventionWorker:
         """
         device = self.lm.device
         ids_BT, mask_BT = batch.ids_BT.to(device), batch.mask_BT.to(device)
-        real_BT = mask_BT.bool()
-        base_out, base_acts = self._forward(ids_BT, mask_BT, enabled=0)
-        rows = batch.tokens["row"].to_numpy()
-        for layer in self.run.measure:
-            if layer in self.store.hooks:
-                stored = torch.from_numpy(self.store.read(layer, slice(rows[0], rows[-1] + 1)))
-                error = (base_acts[layer][real_BT].float().cpu() - stored).abs().max().item()
-                replay[layer] = max(replay.get(layer, 0.0), error)
-        base_codes = self._tracked(base_acts)
-        if self.run.causal:
-            baseline = effects.next_token_baseline(base_out, ids_BT, mask_BT)
+        with self._timed("forward_s"):
+            out, acts = self._forward(ids_BT, mask_BT, enabled=0)
+        with self._timed("replay_s"):
+            self._check_replay(batch, acts, replay)
+        with self._timed("effects_s"):
+            base = Baseline(
+                ids_BT=ids_BT,
+                mask_BT=mask_BT,
+                out=out,
+                acts=acts,
+                codes=self._tracked(acts),
+                next_token=effects.next_token_baseline(out, ids_BT, mask_BT)
+                if self.run.causal
+                else None,
+            )
         per_stage = {}
         for stage, enabled in enumerate(self.spec.stage_sizes, start=1):
-            new_out, new_acts = self._forward(ids_BT, mask_BT, enabled=enabled)
-            columns: dict[str, torch.Tensor] = {}
-            if self.run.causal:
-                columns.update(effects.next_token_effects(baseline, new_out, ids_BT, mask_BT))
-            else:
-                columns["output_cos"] = effects.cosine(base_out, new_out)
-                columns["output_change"] = effects.relative_change(base_out, new_out)
-            for layer in self.run.measure:
-                columns[f"change_{layer}"] = effects.relative_change(
-                    base_acts[layer], new_acts[layer]
-                )
-            for name, codes in self._tracked(new_acts).items():
-                for i, latent in enumerate(self._tracker(name).latents):
-                    columns[f"{name}_{latent}_base"] = base_codes[name][..., i]
-                    columns[f"{name}_{latent}"] = codes[..., i]
-            per_stage[stage] = {k: v[real_BT].cpu().numpy() for k, v in columns.items()}
+            with self._timed("forward_s"):
+                out, acts = self._forward(ids_BT, mask_BT, enabled=enabled)
+            with self._timed("effects_s"):
+                per_stage[stage] = self._stage_columns(base, out, acts)
         return per_stage
+
+    def _check_replay(self, batch: Batch, base_acts, replay: dict) -> None:
+        """Compare the baseline pass with the store on the batch's first window.
+
+        One window per batch is enough to catch a different model, dtype or tokenization
+        (they differ everywhere) and keeps the check's store reads to a small fraction of
+        the run's (reading every row cost more than the forward passes on a GPU).
+        """
+        length = int(batch.mask_BT[0].sum())
+        start = int(batch.tokens["row"][0].as_py())
+        for layer in self.run.measure:
+            if layer in self.store.hooks:
+                stored = stored_rows(self.store, layer, start, start + length)
+                computed = base_acts[layer][0, :length].float()
+                error = (computed - stored.to(computed.device)).abs().max().item()
+                replay[layer] = max(replay.get(layer, 0.0), error)
+
+    def _stage_columns(self, base: Baseline, out, acts) -> dict[str, np.ndarray]:
+        """One stage's effect columns over the batch's real tokens."""
+        columns: dict[str, torch.Tensor] = {}
+        if base.next_token is not None:
+            columns.update(
+                effects.next_token_effects(base.next_token, out, base.ids_BT, base.mask_BT)
+            )
+        else:
+            columns["output_cos"] = effects.cosine(base.out, out)
+            columns["output_change"] = effects.relative_change(base.out, out)
+        for layer in self.run.measure:
+            columns[f"change_{layer}"] = effects.relative_change(base.acts[layer], acts[layer])
+        for name, codes in self._tracked(acts).items():
+            for i, latent in enumerate(self._tracker(name).latents):
+                columns[f"{name}_{latent}_base"] = base.codes[name][..., i]
+                columns[f"{name}_{latent}"] = codes[..., i]
+        real_BT = base.mask_BT.bool()
+        return {k: v[real_BT].cpu().numpy() for k, v in columns.items()}
 
     def _forward(self, ids_BT, mask_BT, enabled: int):
         """Model output (logits or last hidden state) and the watched layers' outputs."""
@@ -205,8 +266,9 @@ class InterventionWorker:
         return next(t for t in self.spec.track if t.name == name)
 
     # --- output ----------------------------------------------------------------------------
-    def _commit(self, unit, table, sums, replay, attempt, compute_s) -> dict:
+    def _commit(self, unit, table, sums, replay, attempt) -> dict:
         """Effects file first (atomic), then the commit record: the record means "done"."""
+        began = time.perf_counter()
         out = Path(self.run.out)
         stem = unit_stem(unit, self.run.unit_name_width)
         effects_record = {"file": None, "rows": 0, "sha256": None}
@@ -225,7 +287,10 @@ class InterventionWorker:
             "effects": effects_record,
             "sums": sums,
             "replay_max_abs_error": replay,
-            "timing": {"compute_s": round(compute_s, 6)},
+            "timing": {
+                **{k: round(v, 6) for k, v in self.timing.items()},
+                "write_s": round(time.perf_counter() - began, 6),
+            },
             "attempt": {
                 "worker": self.worker_id,
                 "host": socket.gethostname(),

@@ -11,6 +11,8 @@ every hook on it) ran: capture never pays for layers nobody reads.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from contextlib import contextmanager
 
 import torch
@@ -110,9 +112,18 @@ class Inference:
         context.special_tokens_mask_BT = special_tokens_mask
         with self._controllers(with_controllers), self._stopping_after(stop_after), torch.no_grad():
             try:
-                return self._lm.model(input_ids=input_ids, attention_mask=attention_mask)
+                return self._lm.model(
+                    input_ids=input_ids, attention_mask=attention_mask, **self._no_cache
+                )
             except _StopForward:
                 return None
+
+    @functools.cached_property
+    def _no_cache(self) -> dict:
+        """`use_cache=False` where the model takes it: one pass over whole windows never
+        reuses keys and values, and building the cache costs memory and a copy per block."""
+        parameters = inspect.signature(self._lm.model.forward).parameters
+        return {"use_cache": False} if "use_cache" in parameters else {}
 
     @contextmanager
     def _controllers(self, enabled: bool):
