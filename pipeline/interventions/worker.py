@@ -147,32 +147,44 @@ class InterventionWorker:
 
     # --- one unit --------------------------------------------------------------------------
     def process(self, unit: int, attempt: int = 0) -> dict:
-        self.timing = dict.fromkeys(("read_s", "forward_s", "replay_s", "effects_s"), 0.0)
-        with self._timed("read_s"):
-            table = unit_windows(self.store, unit)
-            unit_batches = batches(table, self.spec.batch_size, self.lm.pad_token_id)
+        """Replay one unit and commit its effects; returns the commit record.
+
+        The unit's windows and the stored rows the replay check compares with are read
+        first, then the model runs. (Overlapping one unit's reads and writes with
+        another's forward passes in a second thread was measured on a GPU and gained
+        nothing: the two contend for the GIL. See docs/performance.md.)
+        """
+        timing = dict.fromkeys(("read_s", "forward_s", "replay_s", "effects_s"), 0.0)
+        with self._timed(timing, "read_s", sync=False):
+            unit_batches = batches(
+                unit_windows(self.store, unit), self.spec.batch_size, self.lm.pad_token_id
+            )
+            stored = [self._stored_first_window(batch) for batch in unit_batches]
         parts, sums, replay = [], {}, {}
-        for batch in unit_batches:
+        for batch, stored_window in zip(unit_batches, stored, strict=True):
             self._maybe_die(unit)
-            for stage, columns in self._batch_effects(batch, replay).items():
+            per_stage = self._batch_effects(batch, stored_window, replay, timing)
+            for stage, columns in per_stage.items():
                 parts.append(_with_columns(batch.tokens, stage, columns))
                 _add_sums(sums.setdefault(str(stage), {}), columns)
         effects_table = pa.concat_tables(parts) if parts else None
-        return self._commit(unit, effects_table, sums, replay, attempt)
+        return self._commit(unit, effects_table, sums, replay, attempt, timing)
 
     @contextmanager
-    def _timed(self, name: str):
-        """Add the block's seconds to `self.timing[name]` (synchronising a GPU first, so
+    def _timed(self, timing: dict, name: str, sync: bool = True):
+        """Add the block's seconds to `timing[name]` (synchronising a GPU first, so
         queued kernels are charged to the block that queued them)."""
         began = time.perf_counter()
         try:
             yield
         finally:
-            if self.lm.device.type == "cuda":
+            if sync and self.lm.device.type == "cuda":
                 torch.cuda.synchronize(self.lm.device)
-            self.timing[name] += time.perf_counter() - began
+            timing[name] += time.perf_counter() - began
 
-    def _batch_effects(self, batch: Batch, replay: dict) -> dict[int, dict[str, np.ndarray]]:
+    def _batch_effects(
+        self, batch: Batch, stored: dict[str, torch.Tensor], replay: dict, timing: dict
+    ) -> dict[int, dict[str, np.ndarray]]:
         """{stage (1-based): {column: values over the batch's real tokens}}.
 
         `replay` collects, per measured layer the store holds, the largest difference
@@ -181,11 +193,14 @@ class InterventionWorker:
         """
         device = self.lm.device
         ids_BT, mask_BT = batch.ids_BT.to(device), batch.mask_BT.to(device)
-        with self._timed("forward_s"):
+        with self._timed(timing, "forward_s"):
             out, acts = self._forward(ids_BT, mask_BT, enabled=0)
-        with self._timed("replay_s"):
-            self._check_replay(batch, acts, replay)
-        with self._timed("effects_s"):
+        with self._timed(timing, "replay_s"):
+            for layer, rows in stored.items():
+                computed = acts[layer][0, : rows.shape[0]].float()
+                error = (computed - rows.to(computed.device)).abs().max().item()
+                replay[layer] = max(replay.get(layer, 0.0), error)
+        with self._timed(timing, "effects_s"):
             base = Baseline(
                 ids_BT=ids_BT,
                 mask_BT=mask_BT,
@@ -198,14 +213,14 @@ class InterventionWorker:
             )
         per_stage = {}
         for stage, enabled in enumerate(self.spec.stage_sizes, start=1):
-            with self._timed("forward_s"):
+            with self._timed(timing, "forward_s"):
                 out, acts = self._forward(ids_BT, mask_BT, enabled=enabled)
-            with self._timed("effects_s"):
+            with self._timed(timing, "effects_s"):
                 per_stage[stage] = self._stage_columns(base, out, acts)
         return per_stage
 
-    def _check_replay(self, batch: Batch, base_acts, replay: dict) -> None:
-        """Compare the baseline pass with the store on the batch's first window.
+    def _stored_first_window(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """The store's rows of the batch's first window, per measured layer it holds.
 
         One window per batch is enough to catch a different model, dtype or tokenization
         (they differ everywhere) and keeps the check's store reads to a small fraction of
@@ -213,12 +228,11 @@ class InterventionWorker:
         """
         length = int(batch.mask_BT[0].sum())
         start = int(batch.tokens["row"][0].as_py())
-        for layer in self.run.measure:
-            if layer in self.store.hooks:
-                stored = stored_rows(self.store, layer, start, start + length)
-                computed = base_acts[layer][0, :length].float()
-                error = (computed - stored.to(computed.device)).abs().max().item()
-                replay[layer] = max(replay.get(layer, 0.0), error)
+        return {
+            layer: stored_rows(self.store, layer, start, start + length)
+            for layer in self.run.measure
+            if layer in self.store.hooks
+        }
 
     def _stage_columns(self, base: Baseline, out, acts) -> dict[str, np.ndarray]:
         """One stage's effect columns over the batch's real tokens."""
@@ -266,7 +280,7 @@ class InterventionWorker:
         return next(t for t in self.spec.track if t.name == name)
 
     # --- output ----------------------------------------------------------------------------
-    def _commit(self, unit, table, sums, replay, attempt) -> dict:
+    def _commit(self, unit, table, sums, replay, attempt, timing) -> dict:
         """Effects file first (atomic), then the commit record: the record means "done"."""
         began = time.perf_counter()
         out = Path(self.run.out)
@@ -288,7 +302,7 @@ class InterventionWorker:
             "sums": sums,
             "replay_max_abs_error": replay,
             "timing": {
-                **{k: round(v, 6) for k, v in self.timing.items()},
+                **{k: round(v, 6) for k, v in timing.items()},
                 "write_s": round(time.perf_counter() - began, 6),
             },
             "attempt": {
