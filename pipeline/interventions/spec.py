@@ -153,6 +153,14 @@ def absolute(path: Any) -> str:
     return str(Path(str(path)).expanduser().resolve())
 
 
+def _mapping(where: str, raw: Any, known) -> dict[str, Any]:
+    """`raw` itself, checked to be a mapping with only `known` keys."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} must be a mapping, got {raw!r}")
+    _check_keys(where, raw, known)
+    return raw
+
+
 def _check_keys(where: str, values: dict[str, Any], known) -> None:
     unknown = sorted(set(values) - set(known))
     if unknown:
@@ -163,9 +171,7 @@ def _check_keys(where: str, values: dict[str, Any], known) -> None:
 
 def _step(index: int, raw: Any) -> Step:
     where = f"step {index}"
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {raw!r}")
-    _check_keys(where, raw, _STEP_KEYS)
+    raw = _mapping(where, raw, _STEP_KEYS)
     operations = [op for op in OPERATIONS if op in raw]
     if len(operations) != 1:
         raise ValueError(
@@ -238,9 +244,7 @@ def _direction(where: str, raw: Any) -> Direction:
 
 def _tracker(index: int, raw: Any) -> Tracker:
     where = f"track entry {index}"
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {raw!r}")
-    _check_keys(where, raw, _TRACK_KEYS)
+    raw = _mapping(where, raw, _TRACK_KEYS)
     missing = [k for k in ("layer", "sae", "latents") if k not in raw]
     if missing:
         raise ValueError(f"{where} needs {missing}")
