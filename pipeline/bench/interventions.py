@@ -120,7 +120,9 @@ def cpu_rows(rounds: int, threads: int, workdir: Path) -> list[list]:
 
     rows = measure("MiniLM (encoder)", config(None, "minilm-store"), rounds, threads)
     gpt2 = str(gpt2_small_folder(workdir / "gpt2"))
-    rows += measure("GPT-2-small shape (causal, 30k vocab)", config(gpt2, "gpt2-store"), rounds, threads)
+    rows += measure(
+        "GPT-2-small shape (causal, 30k vocab)", config(gpt2, "gpt2-store"), rounds, threads
+    )
     return rows
 
 
