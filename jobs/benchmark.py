@@ -18,6 +18,7 @@ SUITES = {
     "memory": "pipeline.bench.memory",
     "capture-ab": "pipeline.bench.capture:run_pipelining_ab",
     "interventions": "pipeline.bench.interventions",
+    "sae-stats": "pipeline.bench.sae_stats",
 }
 
 

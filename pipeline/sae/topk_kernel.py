@@ -19,7 +19,7 @@ settle (those holding NaN, which `torch.topk` ranks above everything) are flagge
 redone with `torch.topk`.
 
 Rows are split into chunks of `ROWS_PER_CHUNK`, one per parallel task, each carrying its
-own guess. numba is optional: without it `available()` is False and callers fall back.
+own guess; with one torch thread the same loop runs serially, without numba's thread pool. numba is optional: without it `available()` is False and callers fall back.
 """
 
 from __future__ import annotations
@@ -50,8 +50,12 @@ def topk_indices(pre_NF: torch.Tensor, k: int, group_size: int) -> torch.Tensor:
     indices_NK = np.empty((num_rows, k), dtype=np.int64)
     unsettled_N = np.zeros(num_rows, dtype=np.bool_)
     if num_rows:
-        numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
-        _KERNEL(rows_NF, k, group_size, indices_NK, unsettled_N)
+        threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+        if threads == 1:
+            _SERIAL_KERNEL(rows_NF, k, group_size, indices_NK, unsettled_N)
+        else:
+            numba.set_num_threads(threads)
+            _KERNEL(rows_NF, k, group_size, indices_NK, unsettled_N)
     result_NK = torch.from_numpy(indices_NK)
     if unsettled_N.any():
         redo = torch.from_numpy(np.flatnonzero(unsettled_N))
@@ -149,9 +153,24 @@ def _rows_topk(rows_NF, k, group_size, indices_NK, unsettled_N):
             tau = heap_values[0] - slack
 
 
+def _rows_topk_parallel(rows_NF, k, group_size, indices_NK, unsettled_N):
+    _rows_topk(rows_NF, k, group_size, indices_NK, unsettled_N)
+
+
+def _rows_topk_serial(rows_NF, k, group_size, indices_NK, unsettled_N):
+    """The same loop compiled without `parallel`: its own function, so numba's on-disk
+    cache (keyed by function) never hands it the parallel build."""
+    _rows_topk(rows_NF, k, group_size, indices_NK, unsettled_N)
+
+
 if numba is not None:
     _sift_down = numba.njit(inline="always", nogil=True)(_sift_down)
     _heap_select = numba.njit(inline="always", nogil=True)(_heap_select)
     _collect = numba.njit(inline="always", nogil=True)(_collect)
     _has_nan = numba.njit(inline="always", nogil=True)(_has_nan)
-    _KERNEL = numba.njit(parallel=True, nogil=True, cache=True)(_rows_topk)
+    _rows_topk = numba.njit(inline="always", nogil=True)(_rows_topk)
+    _KERNEL = numba.njit(parallel=True, nogil=True, cache=True)(_rows_topk_parallel)
+    # One thread: a plain loop. The parallel kernel would start numba's OpenMP pool, whose
+    # idle threads spin and take CPU from the other one-thread processes on the machine
+    # (two Ray tasks on 2 cores ran 3.5x slower each; see docs/performance.md).
+    _SERIAL_KERNEL = numba.njit(nogil=True, cache=True)(_rows_topk_serial)

@@ -72,3 +72,15 @@ def test_topk_rows_uses_the_kernel_for_float32_cpu_and_keeps_gradients():
     assert torch.equal(values, pre.detach().topk(32, dim=1).values)
     values.sum().backward()
     assert torch.equal(pre.grad, torch.zeros(50, 1536).scatter_(1, indices, 1.0))
+
+
+def test_one_thread_runs_the_serial_kernel_with_the_same_result():
+    pre = torch.randn(300, 1536)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        serial = topk_kernel.topk_indices(pre, 32, group_size(1536, 32))
+    finally:
+        torch.set_num_threads(threads)
+    chosen = pre.gather(1, serial).sort(1).values
+    assert torch.equal(chosen, pre.topk(32, dim=1).values.sort(1).values)
