@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
@@ -63,20 +64,18 @@ def unit_windows(store: ActivationStore, unit: int) -> pa.Table:
     start = unit * store.rows_per_unit
     stop = min(start + store.rows_per_unit, store.num_rows)
     table = store.tokens(slice(start, stop)).select(TOKEN_COLUMNS)
-    starts = pa.compute.equal(table["position"], 0)
-    if not pa.compute.any(starts).as_py():
+    starts = pc.equal(table["position"], 0)
+    if not pc.any(starts).as_py():
         return table.slice(0, 0)
-    first_window = pa.compute.min(pa.compute.filter(table["window"], starts)).as_py()
-    last_window = pa.compute.max(pa.compute.filter(table["window"], starts)).as_py()
+    first_window = pc.min(pc.filter(table["window"], starts)).as_py()
+    last_window = pc.max(pc.filter(table["window"], starts)).as_py()
     tail = stop
     while tail < store.num_rows and table["window"][-1].as_py() == last_window:
         more = store.tokens(slice(tail, min(tail + store.rows_per_unit, store.num_rows)))
         table = pa.concat_tables([table, more.select(TOKEN_COLUMNS)])
         tail = min(tail + store.rows_per_unit, store.num_rows)
     windows = table["window"]
-    keep = pa.compute.and_(
-        pa.compute.greater_equal(windows, first_window), pa.compute.less_equal(windows, last_window)
-    )
+    keep = pc.and_(pc.greater_equal(windows, first_window), pc.less_equal(windows, last_window))
     return table.filter(keep)
 
 
