@@ -1,6 +1,8 @@
 """Print a summary of an activation store: `python -m jobs.inspect STORE [--quick]`.
 
-Exit status: 0 if the store verifies, 1 if it is incomplete or damaged, 2 if it is not a store.
+Also summarises an intervention output (`jobs.intervene`'s OUT folder).
+Exit status: 0 if the store verifies (or the interventions finished), 1 if it is
+incomplete or damaged, 2 if it is not a store.
 """
 
 from __future__ import annotations
@@ -20,6 +22,12 @@ def main(argv: list[str] | None = None) -> int:
         "--quick", action="store_true", help="verify without reading data for checksums"
     )
     args = parser.parse_args(argv)
+    from pipeline.interventions.summary import describe_interventions, is_intervention_output
+
+    if is_intervention_output(args.store):
+        text, finished = describe_interventions(args.store)
+        print(text)
+        return 0 if finished else 1
     try:
         text, verified = describe_store(args.store, args.rows, check_data=not args.quick)
     except NotAStoreError as e:

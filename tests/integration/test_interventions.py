@@ -186,7 +186,7 @@ def test_a_rerun_resumes_and_a_different_spec_is_refused(setup):
     assert replaced.units_computed == 2
 
 
-def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path):
+def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path, capsys):
     spec = tmp_path / "spec.yaml"
     spec.write_text(
         f"store: {setup / 'store'}\nout: {tmp_path / 'killed'}\n"
@@ -201,10 +201,16 @@ def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path):
     records = sorted((tmp_path / "killed" / "units").glob("unit-*.json"))
     assert [p.name for p in records] == [f"unit-0000{i}.json" for i in range(2)]
     before = {p.name: p.read_text() for p in records}
+    from jobs.inspect import main as inspect
+
+    assert inspect([str(tmp_path / "killed")]) == 1
+    assert "unfinished: 2 units committed" in capsys.readouterr().out
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
     assert finished.returncode == 0, finished.stderr
     assert "2 units computed" in finished.stdout
     assert {p.name: p.read_text() for p in records} == before, "committed units were not redone"
+    assert inspect([str(tmp_path / "killed")]) == 0
+    assert "half+zero" in capsys.readouterr().out
     clean, table = run(
         setup,
         "killed-clean",
