@@ -44,20 +44,18 @@ def next_token_baseline(
 def next_token_effects(
     base: NextTokenBaseline, logits_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
 ) -> dict[str, torch.Tensor]:
-    """kl, top1_agree, loss_base and loss of one stage against the baseline."""
+    """kl, top1_agree, loss_base and loss of one stage against the baseline.
+
+    KL comes from elementwise log-prob differences (accurate for the tiny KLs of small
+    interventions, where a difference of two entropies would not be), computed in the
+    stage's own log-prob buffer once top-1 and loss have read it: no extra [B, T, V].
+    """
     logp_BTV = log_probs(logits_BTV)
-    return {
-        "kl": kl_from_baseline(base, logp_BTV),
-        "top1_agree": logp_BTV.argmax(-1) == base.top1_BT,
-        "loss_base": base.loss_BT,
-        "loss": next_token_loss(logp_BTV, ids_BT, mask_BT),
-    }
-
-
-def kl_from_baseline(base: NextTokenBaseline, new_logp_BTV: torch.Tensor) -> torch.Tensor:
-    """KL(base || new) in nats, from elementwise log-prob differences (accurate for the
-    tiny KLs of small interventions, where a difference of two entropies would not be)."""
-    return torch.linalg.vecdot(base.probs_BTV, base.logp_BTV - new_logp_BTV).clamp_min_(0.0)
+    top1_agree_BT = logp_BTV.argmax(-1) == base.top1_BT
+    loss_BT = next_token_loss(logp_BTV, ids_BT, mask_BT)
+    difference_BTV = logp_BTV.sub_(base.logp_BTV)  # new - base, in place
+    kl_BT = torch.linalg.vecdot(base.probs_BTV, difference_BTV).neg_().clamp_min_(0.0)
+    return {"kl": kl_BT, "top1_agree": top1_agree_BT, "loss_base": base.loss_BT, "loss": loss_BT}
 
 
 def kl_divergence(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:
