@@ -184,7 +184,15 @@ def _step(index: int, raw: Any) -> Step:
     where = f"step {index} ({name})"
     fields: dict[str, Any] = {"name": name, "layer": str(raw["layer"]), "operation": operation}
     if raw.get("positions") is not None:
-        fields["positions"] = tuple(int(p) for p in raw["positions"])
+        positions = raw["positions"]
+        if not isinstance(positions, list) or not all(
+            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in positions
+        ):
+            raise ValueError(
+                f"{where}: positions must be a list of positions >= 0 within each window "
+                f"(windows are right-padded, so counting from the end is ambiguous), got {positions!r}"
+            )
+        fields["positions"] = tuple(positions)
     misplaced = [
         key
         for key, allowed in (("concepts", "sae"), ("splice", "sae"), ("coefficient", "add"))

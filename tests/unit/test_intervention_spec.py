@@ -53,6 +53,8 @@ def test_yaml_and_overrides_make_a_cascade_with_named_stages(tmp_path):
         ),
         ([{"layer": "l", "scale": 2}], {"batch_size": 0}, "batch_size"),
         ([{"layer": "l", "sae": "/no/such/sae", "splice": True}], {}, "does not exist"),
+        ([{"layer": "l", "scale": 2, "positions": [0, -1]}], {}, "positions must be"),
+        ([{"layer": "l", "scale": 2, "positions": 3}], {}, "positions must be"),
     ],
 )
 def test_bad_specs_are_errors_that_name_the_problem(tmp_path, steps, extra, message):
