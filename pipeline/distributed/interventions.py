@@ -7,6 +7,7 @@ summary from the small commit records. A rerun after any crash finishes the same
 
 from __future__ import annotations
 
+import itertools
 import os
 
 import ray
@@ -44,12 +45,12 @@ def run_interventions_on_ray(spec: InterventionSpec, progress: bool = True) -> I
         "max_concurrency": 1,
     }
     remote_actor = ray.remote(InterventionActor).options(**options)
-    done = [0]
+    finished = itertools.count(1)
 
     def report(unit: int, result: dict) -> None:
-        done[0] += 1
+        index = next(finished)
         if progress:
-            print(f"unit {unit} done ({done[0]}/{len(run.pending)})", flush=True)
+            print(f"unit {unit} done ({index}/{len(run.pending)})", flush=True)
 
     run_units_on_actors(
         lambda worker_id: remote_actor.remote(run_ref, worker_id),
