@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
-from pipeline.hooks.hook import BatchContext, Hook
+from pipeline.hooks.hook import BatchContext, Hook, HookType
 from pipeline.model.inference import Inference
 from pipeline.model.layers import Layers
 
@@ -102,12 +102,19 @@ class LanguageModel:
         return 0
 
     # --- SAEs ----------------------------------------------------------------------------
-    def attach_sae(self, sae: Hook, layer_signature: str | int) -> str:
+    def attach_sae(
+        self, sae: Hook, layer_signature: str | int, hook_type: HookType | str | None = None
+    ) -> str:
         """Register an SAE (a detector and a controller in one hook) on a layer.
 
+        By default it reads and edits the layer's output; `hook_type="pre_forward"` makes
+        it read and edit the layer's first input instead (a block's residual stream on
+        the way in: SAELens's `blocks.N.hook_resid_pre` SAEs attach to `layer_N` so).
         An SAE on another device than the model is moved to the model's device (in
         place, as `nn.Module.to` does); its dtype stays as it is.
         """
+        if hook_type is not None:
+            sae.hook_type = HookType(hook_type)
         check = getattr(sae, "check_layer", None)
         if check is not None:
             check(self, layer_signature)

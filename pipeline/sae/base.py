@@ -35,7 +35,13 @@ from torch import nn
 
 from pipeline.hooks.controller import Controller
 from pipeline.hooks.detector import Detector
-from pipeline.hooks.hook import HookType, hidden_state_of, replace_hidden_state
+from pipeline.hooks.hook import (
+    HookType,
+    first_input,
+    hidden_state_of,
+    replace_hidden_state,
+    with_first_input,
+)
 from pipeline.sae.concepts import Concepts
 from pipeline.sae.config import SaeConfig
 from pipeline.sae.io import read_sae_folder, write_sae_folder
@@ -210,13 +216,15 @@ class Sae(nn.Module, Detector, Controller):
 
     # --- the hook --------------------------------------------------------------------------
     def check_layer(self, lm, layer_signature: str | int) -> None:
-        """Called by `lm.attach_sae`: the layer's output width must be `n_inputs`."""
-        width = layer_output_width(lm, layer_signature)
+        """Called by `lm.attach_sae`: the width the SAE reads must be `n_inputs` (the
+        layer's output, or its first input for a PRE_FORWARD SAE)."""
+        of_input = self.hook_type is HookType.PRE_FORWARD
+        width = layer_width(lm, layer_signature, of_input=of_input)
         if width != self.n_inputs:
             raise ValueError(
                 f"{type(self).__name__} has n_inputs={self.n_inputs} but layer {layer_signature!r} "
-                f"({lm.layers.resolve(layer_signature)!r}) outputs width {width}; "
-                "attach it to a layer of that width or use an SAE trained on this layer"
+                f"({lm.layers.resolve(layer_signature)!r}) {'takes' if of_input else 'outputs'} "
+                f"width {width}; attach it to a layer of that width or use an SAE trained on this layer"
             )
         self.tokenizer = lm.tokenizer
 
@@ -287,7 +295,19 @@ class Sae(nn.Module, Detector, Controller):
         return replace_hidden_state(output, new)
 
     def _on_pre_forward(self, module, args, kwargs):
-        raise TypeError(f"{type(self).__name__} is a FORWARD hook; it reads a layer's output")
+        """PRE_FORWARD: read (and edit) the layer's first input, e.g. a block's residual
+        stream on the way in (SAELens `hook_resid_pre` SAEs)."""
+        hidden = first_input(args, kwargs)
+        if hidden is None:
+            return None
+        x_ND, values_NK, indices_NK = self._encode_hidden(hidden)
+        self._record(hidden.shape, values_NK, indices_NK)
+        if not self.context.controllers_enabled:
+            return None
+        new_ND = self._control(x_ND, values_NK, indices_NK)
+        if new_ND is None:
+            return None
+        return with_first_input(args, kwargs, self._checked(hidden, new_ND.reshape(hidden.shape)))
 
     def process_activations(self, module, input, output) -> None:
         """Detector role on its own: keep the codes of `output` [B, T, D]."""
@@ -359,7 +379,12 @@ def load_sae(
 
 
 def layer_output_width(lm, layer_signature: str | int) -> int:
-    """Last-dimension width of a layer's output, from a one-token forward pass.
+    """Last-dimension width of a layer's output, from a one-token forward pass."""
+    return layer_width(lm, layer_signature, of_input=False)
+
+
+def layer_width(lm, layer_signature: str | int, of_input: bool) -> int:
+    """Last-dimension width of a layer's output (or first input), from a one-token pass.
 
     Every registered hook is switched off for the pass and the batch context restored
     afterwards, so no detector records the probe and no controller edits it.
@@ -367,15 +392,15 @@ def layer_output_width(lm, layer_signature: str | int) -> int:
     module = lm.layers.get(layer_signature)
     seen: dict[str, tuple[int, ...]] = {}
 
-    def grab(mod, args, output):
-        hidden = hidden_state_of(output)
+    def grab(mod, args, kwargs, output):
+        hidden = first_input(args, kwargs) if of_input else hidden_state_of(output)
         if hidden is not None:
             seen["shape"] = tuple(hidden.shape)
 
     hooks = lm.layers.registered()
     was_enabled = [hook.enabled for hook in hooks]
     saved_context = dataclasses.replace(lm.context)
-    handle = module.register_forward_hook(grab)
+    handle = module.register_forward_hook(grab, with_kwargs=True)
     try:
         for hook in hooks:
             hook.disable()
@@ -388,7 +413,6 @@ def layer_output_width(lm, layer_signature: str | int) -> int:
         for field in dataclasses.fields(saved_context):
             setattr(lm.context, field.name, getattr(saved_context, field.name))
     if "shape" not in seen:
-        raise ValueError(
-            f"layer {layer_signature!r} produced no tensor output; an SAE can not read it"
-        )
+        what = "input" if of_input else "output"
+        raise ValueError(f"layer {layer_signature!r} has no tensor {what}; an SAE can not read it")
     return seen["shape"][-1]
