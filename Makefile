@@ -18,7 +18,7 @@ demo: $(STAMP)
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.capture
 	$(PY) -m jobs.inspect stores/capture
 	RAY_AUTH_MODE=$${RAY_AUTH_MODE:-disabled} $(PY) -m jobs.intervene --quiet \
-		--spec jobs/configs/intervene-default.yaml --set max_units=4
+		--spec jobs/configs/intervene-default.yaml --set max_units=4 --out stores/interventions-demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests
