@@ -83,6 +83,11 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs/sae", help="output directory (default runs/sae)")
     parser.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    parser.add_argument(
+        "--normalize-activations",
+        action="store_true",
+        help="train on rows rescaled to mean squared norm n_inputs (folded into the saved SAE)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser.parse_args(argv)
 
@@ -108,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         dead_after_tokens=args.dead_after_tokens,
         checkpoint_every=args.checkpoint_every,
         seed=args.seed,
+        normalize_activations=args.normalize_activations,
     )
     out = Path(args.out).expanduser().resolve()
     trainer = train_sae_from_store(

@@ -48,6 +48,11 @@ class TrainerConfig:
         checkpoint_every: write a checkpoint every this many steps (0: only at the end).
         log_every: refresh the progress bar and record metrics every this many steps.
         seed: seeds the initial weights and the shuffle buffer.
+        normalize_activations: train on rows scaled by one constant so their mean squared
+            norm is n_inputs (estimated on the first batch). Coefficients, learning rate
+            and `bandwidth` then carry over between layers and models whose activations
+            differ in scale. The saved SAE has the constant folded into its weights, so it
+            reads raw activations.
     """
 
     n_latents: int
@@ -69,6 +74,7 @@ class TrainerConfig:
     checkpoint_every: int = 0
     log_every: int = 50
     seed: int = 0
+    normalize_activations: bool = False
 
     def __post_init__(self) -> None:
         if self.architecture not in ARCHITECTURES:

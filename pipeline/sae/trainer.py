@@ -93,6 +93,8 @@ class SaeTrainer:
         self.step = 0
         self.b_dec_ready = config.b_dec_init == "zeros"
         self.tokens_since_fired_F = torch.zeros(config.n_latents, dtype=torch.long, device=device)
+        # With `normalize_activations`: the constant rows are multiplied by (first batch).
+        self.input_scale: float | None = None
 
     @property
     def aux_k(self) -> int:
@@ -154,6 +156,11 @@ class SaeTrainer:
         """One Adam step on rows [N, D]; returns the step's metrics."""
         sae = self.sae
         x_ND = torch.as_tensor(x_ND).to(device=sae.device, dtype=sae.dtype)
+        if self.config.normalize_activations:
+            if self.input_scale is None:
+                mean_square = float(x_ND.double().pow(2).sum(1).mean())
+                self.input_scale = (self.n_inputs / max(mean_square, 1e-30)) ** 0.5
+            x_ND = x_ND * self.input_scale
         if not self.b_dec_ready:
             self._init_b_dec(x_ND)
         pre_NF = sae.pre_activations(x_ND)
@@ -227,7 +234,12 @@ class SaeTrainer:
 
     # --- checkpoints -----------------------------------------------------------------------
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Write the SAE, optimiser state and counters into folder `path`."""
+        """Write the SAE, optimiser state and counters into folder `path`.
+
+        The folder's SAE is the one being trained: with `normalize_activations` it reads
+        rescaled rows; `from_checkpoint(path).sae_for_raw_inputs()` gives the usable one
+        (the final `out/sae` of `train_sae` is already folded).
+        """
         path = Path(path)
         self.sae.save(path)
         names = [name for name, _ in self.sae.named_parameters()]
@@ -247,6 +259,7 @@ class SaeTrainer:
             "step": self.step,
             "n_inputs": self.n_inputs,
             "b_dec_ready": self.b_dec_ready,
+            "input_scale": self.input_scale,
             "config": dataclasses.asdict(self.config),
             "param_names": names,
             "param_groups": groups,
@@ -291,7 +304,28 @@ class SaeTrainer:
         trainer.optimizer.load_state_dict({"state": per_param, "param_groups": groups})
         trainer.step = meta["step"]
         trainer.b_dec_ready = meta["b_dec_ready"]
+        trainer.input_scale = meta.get("input_scale")
         return trainer
+
+    def sae_for_raw_inputs(self) -> Sae:
+        """The SAE as it applies to unscaled activations (the trained one when there is no
+        `input_scale`).
+
+        Trained on `c x`, the encoder computes `(c x - b_dec') W_enc' + b_enc'`, which is
+        `(x - b_dec'/c) (c W_enc') + b_enc'`; the decoder's `z W_dec' + b_dec'` is `c` times
+        `z (W_dec'/c) + b_dec'/c`. So the folded SAE has the same codes (and thresholds) on
+        `x` as the trained one on `c x`, and reconstructs `x` on `x`'s scale.
+        """
+        if self.input_scale is None:
+            return self.sae
+        folded = _new_sae(self.config, self.n_inputs, self.sae.device)
+        folded.load_state_dict(self.sae.state_dict())
+        scale = self.input_scale
+        with torch.no_grad():
+            folded.W_enc.mul_(scale)
+            folded.b_dec.div_(scale)
+            folded.W_dec.div_(scale)
+        return folded
 
 
 def _new_sae(config: TrainerConfig, n_inputs: int, device: str | torch.device) -> Sae:
@@ -342,7 +376,7 @@ def train_sae(
             for metrics in history:
                 log.write(json.dumps(metrics) + "\n")
         trainer.save_checkpoint(out / "checkpoints" / f"step_{trainer.step:08d}")
-        trainer.sae.save(out / "sae")
+        trainer.sae_for_raw_inputs().save(out / "sae")
     return trainer
 
 
