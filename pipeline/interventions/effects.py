@@ -58,16 +58,6 @@ def next_token_effects(
     return {"kl": kl_BT, "top1_agree": top1_agree_BT, "loss_base": base.loss_BT, "loss": loss_BT}
 
 
-def kl_divergence(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:
-    """KL(base || new) of the next-token distributions, in nats."""
-    return (base_logp_BTV.exp() * (base_logp_BTV - new_logp_BTV)).sum(-1).clamp_min_(0.0)
-
-
-def top1_agreement(base_logp_BTV: torch.Tensor, new_logp_BTV: torch.Tensor) -> torch.Tensor:
-    """Whether the most likely next token is the same with and without the intervention."""
-    return base_logp_BTV.argmax(-1) == new_logp_BTV.argmax(-1)
-
-
 def next_token_loss(
     logp_BTV: torch.Tensor, ids_BT: torch.Tensor, mask_BT: torch.Tensor
 ) -> torch.Tensor:

@@ -280,34 +280,26 @@ class Sae(nn.Module, Detector, Controller):
             new_NS = torch.where(is_set_S, value_S, old_NS * scale_S)
             return base_ND + (new_NS - old_NS) @ self.W_dec[latents_S]
 
-    def _on_forward(self, module, args, output):
-        hidden = hidden_state_of(output)
-        if hidden is None:
-            return None
+    def _read_and_edit(self, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Record the codes of `hidden` [B, T, D]; return its replacement, or None to keep it."""
         x_ND, values_NK, indices_NK = self._encode_hidden(hidden)
         self._record(hidden.shape, values_NK, indices_NK)
         if not self.context.controllers_enabled:
             return None
         new_ND = self._control(x_ND, values_NK, indices_NK)
-        if new_ND is None:
-            return None
-        new = self._checked(hidden, new_ND.reshape(hidden.shape))
-        return replace_hidden_state(output, new)
+        return None if new_ND is None else self._checked(hidden, new_ND.reshape(hidden.shape))
+
+    def _on_forward(self, module, args, output):
+        hidden = hidden_state_of(output)
+        new = None if hidden is None else self._read_and_edit(hidden)
+        return None if new is None else replace_hidden_state(output, new)
 
     def _on_pre_forward(self, module, args, kwargs):
         """PRE_FORWARD: read (and edit) the layer's first input, e.g. a block's residual
         stream on the way in (SAELens `hook_resid_pre` SAEs)."""
         hidden = first_input(args, kwargs)
-        if hidden is None:
-            return None
-        x_ND, values_NK, indices_NK = self._encode_hidden(hidden)
-        self._record(hidden.shape, values_NK, indices_NK)
-        if not self.context.controllers_enabled:
-            return None
-        new_ND = self._control(x_ND, values_NK, indices_NK)
-        if new_ND is None:
-            return None
-        return with_first_input(args, kwargs, self._checked(hidden, new_ND.reshape(hidden.shape)))
+        new = None if hidden is None else self._read_and_edit(hidden)
+        return None if new is None else with_first_input(args, kwargs, new)
 
     def process_activations(self, module, input, output) -> None:
         """Detector role on its own: keep the codes of `output` [B, T, D]."""
