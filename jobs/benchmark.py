@@ -19,6 +19,7 @@ SUITES = {
     "capture-ab": "pipeline.bench.capture:run_pipelining_ab",
     "interventions": "pipeline.bench.interventions",
     "sae-stats": "pipeline.bench.sae_stats",
+    "scale": "pipeline.bench.scale",
 }
 
 

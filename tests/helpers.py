@@ -118,3 +118,14 @@ def capture_config(model, out, **overrides):
     )
     values.update(overrides)
     return CaptureConfig(**values)
+
+
+def write_pydoc_jsonl(path: Path, repeat: int = 1) -> Path:
+    """The pydoc topics as a JSONL corpus (`repeat` times over), one record a line."""
+    import json
+
+    lines = [json.dumps({"text": text}) + "\n" for text in pydoc_texts()]
+    with open(path, "w") as f:
+        for _ in range(repeat):
+            f.writelines(lines)
+    return path

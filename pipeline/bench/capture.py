@@ -19,7 +19,7 @@ from pipeline.bench.timing import interleaved, markdown_table
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook
 from pipeline.capture.prepare import prepare_capture
-from pipeline.capture.worker import UnitWorker, plan_batches, process_units
+from pipeline.capture.worker import UnitWorker, plan_batches, process_units, read_unit_windows
 
 
 def hook_sets(num_blocks: int) -> dict[str, tuple[str, ...]]:
@@ -33,9 +33,8 @@ def hook_sets(num_blocks: int) -> dict[str, tuple[str, ...]]:
 
 def clear_units(root: Path) -> None:
     """Remove every unit's files (untimed), so the next round writes fresh files."""
-    for folder in (root / "units", root / "tokens"):
-        for path in folder.iterdir():
-            path.unlink()
+    for path in (root / "units").iterdir():
+        path.unlink()
     for shard_dir in (root / "activations.zarr").glob("*/c"):
         shutil.rmtree(shard_dir)
 
@@ -67,11 +66,12 @@ def measure(
 
 def unit_batches(worker: UnitWorker) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """(ids, mask) of every batch the worker runs for the plan's units, on its device."""
-    plan, device, batches = worker.plan, worker.lm.device, []
-    for unit in range(plan.num_units):
-        start, stop = plan.unit_rows(unit)
-        for windows in plan_batches(plan, unit, worker.config.batch_size):
-            ids, mask, _ = worker._batch(windows, start, stop)
+    index, device, batches = worker.index, worker.lm.device, []
+    for unit in range(index.num_units):
+        start, stop = index.unit_rows(unit)
+        windows = read_unit_windows(index, unit, worker.config.context_length)
+        for batch in plan_batches(windows, worker.config.batch_size):
+            ids, mask, _ = worker._batch(windows, batch, start, stop)
             batches.append((ids.to(device), mask.to(device)))
     return batches
 
@@ -79,8 +79,8 @@ def unit_batches(worker: UnitWorker) -> list[tuple[torch.Tensor, torch.Tensor]]:
 def time_capture_cases(config: CaptureConfig, rounds: int):
     """Interleaved timings of capture, bare truncated and bare full forward passes."""
     prepared = prepare_capture(config)
-    worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
-    lm, plan = prepared.lm, prepared.plan
+    worker = UnitWorker(config, prepared.out, lm=prepared.lm)
+    lm, index = prepared.lm, prepared.writer.index
     stop = deepest_hook(lm, config.hooks)
     batches = unit_batches(worker)
 
@@ -89,7 +89,7 @@ def time_capture_cases(config: CaptureConfig, rounds: int):
             torch.cuda.synchronize(lm.device)
 
     def capture_round():
-        for _ in process_units(worker, list(range(plan.num_units))):
+        for _ in process_units(worker, list(range(index.num_units))):
             pass
 
     def bare_truncated():
@@ -108,7 +108,7 @@ def time_capture_cases(config: CaptureConfig, rounds: int):
         "capture": capture_round,
     }
     setups = {"capture": lambda: clear_units(prepared.out)}  # every round writes fresh files
-    return interleaved(cases, rounds=rounds, setups=setups), plan.num_rows
+    return interleaved(cases, rounds=rounds, setups=setups), index.num_rows
 
 
 def _num_blocks(model: str | None) -> int:
@@ -159,8 +159,8 @@ def run_pipelining_ab(rounds: int = 7, threads: int | None = None, device: str =
             torch_threads=threads or 2,
         )
         prepared = prepare_capture(config)
-        worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
-        units = list(range(prepared.plan.num_units))
+        worker = UnitWorker(config, prepared.out, lm=prepared.lm)
+        units = list(range(prepared.writer.num_units))
         batches, stop = unit_batches(worker), deepest_hook(prepared.lm, hooks)
 
         def bare():

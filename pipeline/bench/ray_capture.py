@@ -25,8 +25,8 @@ from pipeline.capture.worker import UnitWorker
 
 def bare_tokens_per_s(config: CaptureConfig, rounds: int) -> float:
     prepared = prepare_capture(config)
-    worker = UnitWorker(config, prepared.out, prepared.plan, lm=prepared.lm)
-    plan, lm = prepared.plan, prepared.lm
+    worker = UnitWorker(config, prepared.out, lm=prepared.lm)
+    plan, lm = prepared.writer, prepared.lm
     stop = deepest_hook(lm, config.hooks)
     batches = unit_batches(worker)
     best = []

@@ -2,11 +2,14 @@
 
 Shared by single-process capture and the Ray driver, so both create byte-identical
 stores from the same config. The order is chosen to fail fast: output path, then hook
-names, then the dry run, and only then the (possibly long) tokenization.
+names, then the dry run, then the store's fingerprint (a rerun with another config is
+refused here), and only then the (possibly long) planning, which the caller may run on
+Ray (`planner`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,15 +17,18 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import load_model, model_path, probe_widths, weights_fingerprint
 from pipeline.model import LanguageModel
 from pipeline.store.corpus import Corpus
-from pipeline.store.plan import TokenPlan, build_plan
+from pipeline.store.plan import PlanConfig
+from pipeline.store.planner import PlanResult, plan_corpus
 from pipeline.store.writer import StoreWriter
+
+# (store root, corpus, tokenizer, plan config) -> the plan, written into the store.
+Planner = Callable[[Path, Corpus, object, PlanConfig], PlanResult]
 
 
 @dataclass
 class PreparedCapture:
     out: Path
     lm: LanguageModel
-    plan: TokenPlan
     writer: StoreWriter
     widths: dict[str, int]
 
@@ -54,31 +60,42 @@ def store_meta(config: CaptureConfig, lm: LanguageModel, corpus: Corpus) -> dict
     }
 
 
-def prepare_capture(config: CaptureConfig, plan: TokenPlan | None = None) -> PreparedCapture:
-    """Load and check the model, plan the corpus, create or reopen the store.
+def plan_config(config: CaptureConfig) -> PlanConfig:
+    return PlanConfig(
+        context_length=config.context_length,
+        mode=config.mode,
+        rows_per_unit=config.rows_per_unit,
+        max_tokens=config.max_tokens,
+    )
 
-    `plan` may be given when it was built elsewhere (the Ray driver tokenizes in tasks).
+
+def prepare_capture(
+    config: CaptureConfig, planner: Planner | None = None, lm: LanguageModel | None = None
+) -> PreparedCapture:
+    """Load and check the model, create or reopen the store, plan the corpus into it.
+
+    `planner` plans elsewhere (the Ray driver tokenizes in tasks); default: this process.
+    `lm`: the config's model, already loaded (notebooks, benchmarks); loaded if None.
     """
     out = Path(config.out).resolve()
     check_output_path(out)
-    lm = load_model(config)
+    lm = lm if lm is not None else load_model(config)
     widths = probe_widths(lm, config.hooks)
-    corpus = Corpus(config.corpus)
-    if plan is None:
-        plan = build_plan(
-            corpus,
-            lm.tokenizer,
-            context_length=config.context_length,
-            mode=config.mode,
-            rows_per_unit=config.rows_per_unit,
-            max_tokens=config.max_tokens,
-        )
     limit = lm.max_positions
     if limit is not None and config.context_length > limit:
         raise ValueError(
             f"context_length={config.context_length} exceeds the model's {limit} positions"
         )
+    corpus = Corpus(config.corpus)
+    plan = plan_config(config)
+    run_planner = planner or plan_corpus
     writer = StoreWriter.create_or_open(
-        out, store_meta(config, lm, corpus), widths, config.dtype, plan, overwrite=config.overwrite
+        out,
+        store_meta(config, lm, corpus),
+        widths,
+        config.dtype,
+        plan,
+        lambda root: run_planner(root, corpus, lm.tokenizer, plan),
+        overwrite=config.overwrite,
     )
-    return PreparedCapture(out=out, lm=lm, plan=plan, writer=writer, widths=widths)
+    return PreparedCapture(out=out, lm=lm, writer=writer, widths=widths)

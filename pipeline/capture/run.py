@@ -16,7 +16,6 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.progress import Progress
 from pipeline.capture.worker import UnitWorker, process_units
-from pipeline.store.plan import TokenPlan
 from pipeline.store.writer import StoreWriter
 
 
@@ -41,10 +40,10 @@ def capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
 
 def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     prepared = prepare_capture(config)
-    writer, plan = prepared.writer, prepared.plan
+    writer = prepared.writer
     pending = writer.pending_units()
-    meter = progress_meter(plan, pending) if progress else None
-    worker = UnitWorker(config, prepared.out, plan, lm=prepared.lm)
+    meter = progress_meter(writer, pending) if progress else None
+    worker = UnitWorker(config, prepared.out, lm=prepared.lm)
     began = time.perf_counter()
     for record in process_units(worker, pending):
         if meter is not None:
@@ -54,10 +53,11 @@ def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
     return finish(writer, pending, time.perf_counter() - began)
 
 
-def progress_meter(plan: TokenPlan, pending: list[int]) -> Progress:
+def progress_meter(writer: StoreWriter, pending: list[int]) -> Progress:
     """A progress meter that counts the rows of already committed units as done."""
-    done_rows = plan.num_rows - sum(plan.unit_rows(u)[1] - plan.unit_rows(u)[0] for u in pending)
-    return Progress(plan.num_rows, done_rows)
+    index = writer.index
+    done_rows = index.num_rows - sum(index.unit_rows(u)[1] - index.unit_rows(u)[0] for u in pending)
+    return Progress(index.num_rows, done_rows)
 
 
 def finish(writer: StoreWriter, pending: list[int], compute_s: float) -> CaptureResult:
@@ -65,8 +65,8 @@ def finish(writer: StoreWriter, pending: list[int], compute_s: float) -> Capture
     writer.finalize()
     return CaptureResult(
         path=writer.root,
-        num_rows=writer.plan.num_rows,
-        num_units=writer.plan.num_units,
+        num_rows=writer.num_rows,
+        num_units=writer.num_units,
         units_computed=len(pending),
         hooks=writer.hooks,
         compute_s=compute_s,

@@ -18,6 +18,7 @@ Legend: B windows in a batch, T padded length, D hook width, R rows in the unit.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import threading
 import time
@@ -34,7 +35,7 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook, load_model
 from pipeline.hooks import Detector
 from pipeline.model import LanguageModel
-from pipeline.store.plan import TokenPlan
+from pipeline.store.plan_index import PlanIndex
 from pipeline.store.writer import StoreWriter
 
 _TORCH_STORE_DTYPES = {
@@ -71,11 +72,42 @@ class UnitBufferDetector(Detector):
             )
 
 
-def plan_batches(plan: TokenPlan, unit: int, batch_size: int) -> list[list[int]]:
-    """The unit's windows, longest first (stable), cut into batches."""
-    windows = plan.windows_for_unit(unit)
-    lengths = {w: plan.window_rows(w)[1] - plan.window_rows(w)[0] for w in windows}
-    ordered = sorted(windows, key=lambda w: -lengths[w])
+@dataclass(frozen=True)
+class UnitWindows:
+    """Every window with a row in a unit, read from the store's token table."""
+
+    starts: np.ndarray  # int64 [W] global first row of each window
+    lengths: np.ndarray  # int64 [W]
+    ids: np.ndarray  # int64 [W] window ids
+    token_ids: np.ndarray  # int32, rows [starts[0], starts[-1] + lengths[-1])
+
+    def tokens(self, i: int) -> np.ndarray:
+        offset = int(self.starts[i] - self.starts[0])
+        return self.token_ids[offset : offset + int(self.lengths[i])]
+
+
+def read_unit_windows(index: PlanIndex, unit: int, context_length: int) -> UnitWindows:
+    """A unit's windows, whole: a window is at most context_length rows, so reading that
+    many rows beyond each end of the unit is enough."""
+    start, stop = index.unit_rows(unit)
+    lo, hi = max(0, start - context_length), min(index.num_rows, stop + context_length)
+    table = index.read_rows(lo, hi, ["window", "token_id"])
+    window = table.column("window").to_numpy()
+    keep = (window >= window[start - lo]) & (window <= window[stop - 1 - lo])
+    first, last = int(np.argmax(keep)), len(keep) - int(np.argmax(keep[::-1]))
+    window = window[first:last]
+    bounds = np.flatnonzero(np.r_[True, window[1:] != window[:-1], True])
+    return UnitWindows(
+        starts=lo + first + bounds[:-1],
+        lengths=np.diff(bounds),
+        ids=window[bounds[:-1]],
+        token_ids=table.column("token_id").to_numpy()[first:last],
+    )
+
+
+def plan_batches(windows: UnitWindows, batch_size: int) -> list[list[int]]:
+    """Indices of the unit's windows, longest first (stable), cut into batches."""
+    ordered = np.argsort(-windows.lengths, kind="stable").tolist()
     return [ordered[i : i + batch_size] for i in range(0, len(ordered), batch_size)]
 
 
@@ -89,15 +121,14 @@ class UnitWorker:
         self,
         config: CaptureConfig,
         store_path: str | Path,
-        plan: TokenPlan,
         lm: LanguageModel | None = None,
         worker_id: str = "0",
     ):
         self.config = config
-        self.plan = plan
         self.worker_id = worker_id
         self.lm = lm if lm is not None else load_model(config)
-        self.writer = StoreWriter.open(Path(store_path), plan)
+        self.writer = StoreWriter.open(Path(store_path))
+        self.index = self.writer.index
         self.widths = self.writer.hooks
         self.stop_after = deepest_hook(self.lm, config.hooks)
         self._compute_lock = threading.Lock()
@@ -112,10 +143,11 @@ class UnitWorker:
         buffers = self._take_buffers()
         try:
             with self._compute_lock:
-                activations, timing = self._compute(unit, buffers)
+                activations, windows, timing = self._compute(unit, buffers)
             return self.writer.write_unit(
                 unit,
                 activations,
+                windows=windows,
                 timing=timing,
                 attempt={"worker": self.worker_id, "pid": os.getpid(), "attempt": attempt},
             )
@@ -130,7 +162,7 @@ class UnitWorker:
                 return self._free_buffers.pop()
         dtype = _TORCH_STORE_DTYPES[self.config.dtype]
         pin = self.lm.device.type == "cuda"
-        rows = self.plan.rows_per_unit
+        rows = self.index.rows_per_unit
         return {
             hook: torch.empty((rows, d), dtype=dtype, pin_memory=pin)
             for hook, d in self.widths.items()
@@ -138,19 +170,18 @@ class UnitWorker:
 
     def _compute(
         self, unit: int, unit_buffers: dict[str, torch.Tensor]
-    ) -> tuple[dict[str, np.ndarray], dict]:
+    ) -> tuple[dict[str, np.ndarray], tuple[int, int], dict]:
         began = time.perf_counter()
-        start, stop = self.plan.unit_rows(unit)
+        start, stop = self.index.unit_rows(unit)
+        windows = read_unit_windows(self.index, unit, self.config.context_length)
         device = self.lm.device
         pin = device.type == "cuda"
         buffers = {hook: buffer[: stop - start] for hook, buffer in unit_buffers.items()}
         detectors = [UnitBufferDetector(hook, buffers[hook]) for hook in self.config.hooks]
         forward_s = 0.0
         with self.lm.layers.hooks(*detectors):
-            for batch_index, windows in enumerate(
-                plan_batches(self.plan, unit, self.config.batch_size)
-            ):
-                ids_BT, mask_BT, copies = self._batch(windows, start, stop)
+            for batch_index, batch in enumerate(plan_batches(windows, self.config.batch_size)):
+                ids_BT, mask_BT, copies = self._batch(windows, batch, start, stop)
                 for detector in detectors:
                     detector.copies = copies
                 self._maybe_die(unit, batch_index)
@@ -165,19 +196,22 @@ class UnitWorker:
         timing = {
             "forward_s": round(forward_s, 6),
             "compute_s": round(time.perf_counter() - began, 6),
+            # Peak memory of this worker's process so far: the scale benchmark reads it
+            # from the commit records, as it cannot see into Ray's actor processes.
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
-        return activations, timing
+        span = (int(windows.ids[0]), int(windows.ids[-1]) + 1)
+        return activations, span, timing
 
-    def _batch(self, windows: list[int], unit_start: int, unit_stop: int):
-        spans = [self.plan.window_rows(w) for w in windows]
-        width = max(b - a for a, b in spans)
-        ids_BT = torch.full((len(windows), width), self.lm.pad_token_id, dtype=torch.long)
-        mask_BT = torch.zeros((len(windows), width), dtype=torch.long)
+    def _batch(self, windows: UnitWindows, batch: list[int], unit_start: int, unit_stop: int):
+        width = int(windows.lengths[batch].max())
+        ids_BT = torch.full((len(batch), width), self.lm.pad_token_id, dtype=torch.long)
+        mask_BT = torch.zeros((len(batch), width), dtype=torch.long)
         copies = []
-        for row, (window, (a, b)) in enumerate(zip(windows, spans, strict=True)):
-            ids_BT[row, : b - a] = torch.from_numpy(
-                self.plan.window_token_ids(window).astype(np.int64)
-            )
+        for row, i in enumerate(batch):
+            a = int(windows.starts[i])
+            b = a + int(windows.lengths[i])
+            ids_BT[row, : b - a] = torch.from_numpy(windows.tokens(i).astype(np.int64))
             mask_BT[row, : b - a] = 1
             lo, hi = max(a, unit_start), min(b, unit_stop)
             copies.append(RowCopy(batch_row=row, start=lo - a, stop=hi - a, dest=lo - unit_start))

@@ -12,12 +12,12 @@ import ray
 
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.worker import UnitWorker
-from pipeline.store.plan import TokenPlan
 
 
 class CaptureActor:
-    def __init__(self, config: CaptureConfig, store_path: str, plan: TokenPlan, worker_id: str):
-        self.worker = UnitWorker(config, store_path, plan, worker_id=worker_id)
+    def __init__(self, config: CaptureConfig, store_path: str, worker_id: str):
+        # The actor reads each unit's windows from the store: it never holds the plan.
+        self.worker = UnitWorker(config, store_path, worker_id=worker_id)
 
     def ready(self) -> dict:
         return {"pid": os.getpid(), "device": str(self.worker.lm.device)}
@@ -32,7 +32,7 @@ class CaptureActor:
         }
 
 
-def start_actor(config: CaptureConfig, store_path: str, plan_ref, worker_id: str):
+def start_actor(config: CaptureConfig, store_path: str, worker_id: str):
     """One actor with the configured resources; it loads its model replica on start."""
     options = {
         "num_cpus": config.num_cpus_per_worker,
@@ -41,6 +41,4 @@ def start_actor(config: CaptureConfig, store_path: str, plan_ref, worker_id: str
         "max_concurrency": 1,
         "name": None,
     }
-    return (
-        ray.remote(CaptureActor).options(**options).remote(config, store_path, plan_ref, worker_id)
-    )
+    return ray.remote(CaptureActor).options(**options).remote(config, store_path, worker_id)

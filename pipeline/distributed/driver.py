@@ -15,10 +15,11 @@ from dataclasses import replace
 import ray
 
 from pipeline.capture.config import CaptureConfig
+from pipeline.capture.model_setup import model_path
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
-from pipeline.distributed.planning import plan_in_parallel
+from pipeline.distributed.planning import ray_planner
 from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
 
 
@@ -37,24 +38,22 @@ def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
     """Capture on Ray: `config.num_workers` actors, each hosting one model replica."""
     ensure_ray()
     check_resources(config)
-    # The driver only checks hooks and widths and plans; it may have no GPU.
+    # The driver only checks hooks and widths and plans (in tasks); it may have no GPU.
     probe_config = replace(config, device="cpu")
-    plan = plan_in_parallel(probe_config)
-    prepared = prepare_capture(probe_config, plan=plan)
-    writer, plan, store_path = prepared.writer, prepared.plan, str(prepared.out)
+    prepared = prepare_capture(probe_config, planner=ray_planner(model_path(probe_config)))
+    writer, store_path = prepared.writer, str(prepared.out)
     del prepared  # the driver's model copy is no longer needed
     pending = writer.pending_units()
-    meter = progress_meter(plan, pending) if progress else None
-    plan_ref = ray.put(plan)
+    meter = progress_meter(writer, pending) if progress else None
 
     def advance(unit: int, _result: dict) -> None:
         if meter is not None:
-            start, stop = plan.unit_rows(unit)
+            start, stop = writer.index.unit_rows(unit)
             meter.advance(stop - start)
 
     try:
         compute_s = run_units_on_actors(
-            lambda worker_id: start_actor(config, store_path, plan_ref, worker_id),
+            lambda worker_id: start_actor(config, store_path, worker_id),
             pending,
             num_actors=config.num_workers,
             in_flight_per_actor=config.units_in_flight_per_worker,

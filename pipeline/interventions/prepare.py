@@ -134,7 +134,7 @@ def run_fingerprint(
 ) -> dict[str, Any]:
     """Everything that decides the output's bytes (paths of files count by content)."""
     return {
-        "store_fingerprint": store.meta["fingerprint"]["plan_fingerprint"],
+        "store_fingerprint": store.meta["plan_fingerprint"],
         "model_weights_sha256": store.meta["fingerprint"]["model_weights_sha256"],
         "model_dtype": model_dtype,
         "steps": [_jsonable(dataclasses.asdict(step)) for step in spec.steps],

@@ -57,7 +57,9 @@ def stats_for_units(
     """Merged statistics of several units (one map task's worth of work)."""
     store, model = ActivationStore.open(store_path), open_sae(sae)
     check_widths(store, hook, model)
-    partials = [unit_feature_stats(store, hook, model, unit, top_k) for unit in units]
+    # A generator, so each unit's partial is merged and dropped: memory stays O(latents)
+    # however many units a task has.
+    partials = (unit_feature_stats(store, hook, model, unit, top_k) for unit in units)
     return reduce(FeatureStats.merge, partials, FeatureStats(model.n_latents, top_k))
 
 
@@ -90,8 +92,12 @@ def write_feature_tables(
     stats.features_frame().to_parquet(out / "features.parquet", index=False)
     examples = stats.examples_frame()
     rows = sorted(
-        {int(r) + d for r in examples.row for d in range(-context, context + 1)}
-        & set(range(store.num_rows))
+        {
+            int(r) + d
+            for r in examples.row
+            for d in range(-context, context + 1)
+            if 0 <= int(r) + d < store.num_rows
+        }
     )
     tokens = store.tokens(rows=rows).to_pandas().set_index("row") if rows else pd.DataFrame()
     if len(examples):

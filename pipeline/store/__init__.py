@@ -11,10 +11,10 @@ from pipeline.store.plan import (
     PlanConfig,
     PlanStats,
     TokenPlan,
-    assemble_plan,
     build_plan,
     tokenize_documents,
 )
+from pipeline.store.planner import PlanResult, plan_corpus
 from pipeline.store.reader import ActivationStore
 from pipeline.store.verify import StoreVerificationError
 from pipeline.store.writer import StoreWriter, UnitWriteError
@@ -26,15 +26,16 @@ __all__ = [
     "Document",
     "NotAStoreError",
     "PlanConfig",
+    "PlanResult",
     "PlanStats",
     "StoreMismatchError",
     "StoreVerificationError",
     "StoreWriter",
     "TokenPlan",
     "UnitWriteError",
-    "assemble_plan",
     "bfloat16_bits_to_float32",
     "build_plan",
     "float32_to_bfloat16_bits",
+    "plan_corpus",
     "tokenize_documents",
 ]

@@ -1,25 +1,45 @@
-"""Lazy corpus readers that give every document a stable id.
+"""Corpora cut into independently readable shards, planned from metadata alone.
 
-Document ids count every document the source yields, in source order (files in sorted glob
-order, then lines / rows within a file), starting at 0. Empty and whitespace-only documents
-are still yielded, with their id, and the token plan skips and counts them; so removing or
-editing one document never renumbers the others, and a doc id always points back at the
-same record of the source. (Exception: blank lines of a JSONL file are not records and get
-no id; in a plain-text corpus with ``one_per_line=True`` every line is a record.)
+A corpus of 10^9 tokens is planned shard by shard, in parallel, so nothing here reads the
+whole corpus up front. `Corpus.shards()` looks only at metadata (file sizes, Parquet
+footers, Arrow IPC message headers) and `Corpus.read_shard()` reads one shard alone:
 
-Text files are decoded as UTF-8 with ``errors="replace"``; each document carries the
-number of U+FFFD characters the decoder inserted (``num_replaced_chars``), which the plan
-sums into its stats. Literal U+FFFD characters present in valid UTF-8 are not counted.
+- Plain JSONL and one-document-per-line text are cut into fixed byte ranges
+  [k * shard_bytes, (k + 1) * shard_bytes) of each file. Cutting needs only the file size,
+  not a scan for line ends: a shard owns the lines whose first byte lies in its range, so it
+  skips the partial line it starts in and finishes the line it ends in, and every line
+  belongs to exactly one shard. A range inside one long line holds no records. A line ends
+  at b"\n"; that byte and a b"\r" before it are not part of the record, so CRLF files read
+  like LF files (a lone b"\r" is not a line end).
+- Such records are named by the byte offset of their line (`path@offset`), not by a line
+  number, because a line number would depend on every earlier shard; an offset is known to
+  the shard itself, and `seek` finds the record again.
+- A compressed JSONL file (`.gz`, `.zst`) cannot be entered in the middle, so it is one
+  shard, streamed with bounded memory; its records keep line numbers (`path:line`).
+- Parquet files are cut into runs of whole row groups, Hugging Face `save_to_disk` folders
+  into runs of whole record batches of one Arrow file, whole-file text into runs of whole
+  files: a run holds at most `shard_bytes` (by the footer's or the batch's uncompressed
+  size, or the file size), or one unit when that unit alone is larger.
 
-``fingerprint()`` hashes the config (minus the path spelling) plus, for every input file,
-its name relative to the files' common folder, its size and a SHA-256 of its bytes. A
-content hash costs one read of the corpus (about 1.5 GB/s) but survives copying the corpus
-to another machine, where mtimes would change and make a resumable store look different.
+Document ids count every document the source yields, in source order (shards in order,
+records within a shard), starting at 0. `read_shard` numbers a shard's documents from 0 and
+the planner adds the shard's global offset; `iter(corpus)` does the same for a whole pass.
+Empty and whitespace-only documents keep their id (the token plan skips and counts them), so
+a doc id always points back at the same record. (Blank lines of a JSONL file are not records
+and get no id; in a plain-text corpus with `one_per_line=True` every line is a record.)
+
+Text is decoded as UTF-8 with `errors="replace"`; each document carries the number of
+U+FFFD characters the decoder inserted (`num_replaced_chars`), which the plan sums into its
+stats. Literal U+FFFD characters present in valid UTF-8 are not counted.
+
+`fingerprint()` hashes the config (minus the path spelling) and each file's name relative
+to the files' common folder and its size: cheap on any corpus, and unchanged when the corpus
+is copied to another machine (mtimes would not be). Content digests belong to the planner,
+which computes them shard by shard while it reads.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import json
 import os
@@ -27,9 +47,11 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.store.corpus_readers import decode_utf8, list_files, make_reader
+
+__all__ = ["CORPUS_KINDS", "Corpus", "CorpusConfig", "CorpusShard", "Document", "decode_utf8"]
+
 CORPUS_KINDS = ("jsonl", "parquet", "text", "hf_disk", "pydoc")
-_REPLACEMENT = "\ufffd"
-_REPLACEMENT_UTF8 = _REPLACEMENT.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,12 +69,15 @@ class CorpusConfig:
     """Where the documents come from.
 
     kind: one of "jsonl", "parquet", "text", "hf_disk", "pydoc".
-    path: a glob (jsonl, parquet, text), a `datasets.save_to_disk` folder (hf_disk), or
-        None (pydoc: the Python reference manual topics embedded in every Python).
+    path: a glob (jsonl, text), a glob or folder (parquet; a folder means every `*.parquet`
+        under it), a `datasets.save_to_disk` folder (hf_disk), or None (pydoc: the Python
+        reference manual topics embedded in every Python).
     text_field: the JSON key (jsonl) or column (parquet, hf_disk) holding the text.
     one_per_line: text only; every line of every file is a document instead of every file.
     split: hf_disk only; the split to read when the folder holds a DatasetDict.
     max_documents: read at most this many documents (counting empty ones); None for all.
+    shard_bytes: target input bytes per shard (byte range of a file, or a run of row
+        groups, record batches or files); part of the fingerprint, since it fixes the shards.
     """
 
     kind: str
@@ -61,6 +86,7 @@ class CorpusConfig:
     one_per_line: bool = False
     split: str | None = None
     max_documents: int | None = None
+    shard_bytes: int = 16 * 2**20
 
     def __post_init__(self) -> None:
         if self.kind not in CORPUS_KINDS:
@@ -77,175 +103,99 @@ class CorpusConfig:
             raise ValueError("split applies only to kind='hf_disk'")
         if self.max_documents is not None and self.max_documents < 1:
             raise ValueError(f"max_documents must be >= 1 or None, got {self.max_documents}")
+        if isinstance(self.shard_bytes, bool) or not isinstance(self.shard_bytes, int):
+            raise ValueError(f"shard_bytes must be an int >= 1, got {self.shard_bytes!r}")
+        if self.shard_bytes < 1:
+            raise ValueError(f"shard_bytes must be >= 1, got {self.shard_bytes}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class CorpusShard:
+    """One independently readable piece of a corpus (small, picklable, JSON-able).
+
+    index: 0..num_shards-1 in corpus order.
+    path: the file it reads (the Arrow file for hf_disk; the first file of the run for
+        whole-file text); None for pydoc.
+    start, stop: what the shard covers, per kind:
+        jsonl (plain), text with one_per_line: byte offsets in `path`; the shard's records
+            are the lines whose first byte lies in [start, stop).
+        jsonl compressed (.gz, .zst): 0 and the compressed file size (the whole file).
+        parquet: row offsets in `path`, on row-group boundaries.
+        hf_disk: row offsets in the Arrow file `path`, on record-batch boundaries.
+        text (a document per file): indices into `Corpus.files()`.
+        pydoc: topic indices in name order.
+    """
+
+    index: int
+    path: str | None
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if self.index < 0 or not 0 <= self.start <= self.stop:
+            raise ValueError(f"shard needs index >= 0 and 0 <= start <= stop, got {self}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> CorpusShard:
+        return cls(**values)
 
 
 class Corpus:
-    """Iterate a corpus lazily: `for doc in Corpus(config)` yields Documents in id order."""
+    """A corpus read lazily: shard by shard, or `for doc in Corpus(config)` in id order."""
 
     def __init__(self, config: CorpusConfig) -> None:
         self.config = config
+        self._reader = make_reader(config)
+
+    def shards(self) -> list[CorpusShard]:
+        """The shards in corpus order, from metadata only (no document text is read)."""
+        spans = self._reader.plan()
+        return [
+            CorpusShard(index=i, path=path, start=start, stop=stop)
+            for i, (path, start, stop) in enumerate(spans)
+        ]
+
+    def read_shard(self, shard: CorpusShard) -> Iterator[Document]:
+        """The shard's documents in order, with doc_id counted from 0 within the shard.
+
+        max_documents is not applied here: the planner applies it over the whole corpus.
+        """
+        records = self._reader.read(shard.path, shard.start, shard.stop)
+        for doc_id, (source, text, num_replaced) in enumerate(records):
+            yield Document(doc_id, source, text, num_replaced)
 
     def __iter__(self) -> Iterator[Document]:
         limit = self.config.max_documents
-        for doc in _READERS[self.config.kind](self.config):
-            if limit is not None and doc.doc_id >= limit:
-                return
-            yield doc
+        doc_id = 0
+        for shard in self.shards():
+            for doc in self.read_shard(shard):
+                yield Document(doc_id, doc.source, doc.text, doc.num_replaced_chars)
+                doc_id += 1
+                if doc_id == limit:
+                    return
 
     def files(self) -> list[Path]:
         """The input files in read order (empty for pydoc)."""
-        cfg = self.config
-        if cfg.kind == "pydoc":
-            return []
-        if cfg.kind == "hf_disk":
-            root = Path(cfg.path)
-            if not root.is_dir():
-                raise ValueError(f"path {cfg.path!r} is not a directory (hf_disk needs one)")
-            return sorted(p for p in root.rglob("*") if p.is_file())
-        matches = sorted(p for p in glob.glob(cfg.path, recursive=True) if os.path.isfile(p))
-        if not matches:
-            raise ValueError(f"path {cfg.path!r} matched no files")
-        return [Path(p) for p in matches]
+        return list_files(self.config)
 
     def fingerprint(self) -> str:
-        """sha256 over the config (without the path spelling) and every file's bytes."""
+        """sha256 over the config (without the path spelling) and every file's name and size."""
         digest = hashlib.sha256()
         config = asdict(self.config)
         config.pop("path")
         digest.update(json.dumps(config, sort_keys=True).encode())
-        files = self.files()
         if self.config.kind == "pydoc":
             from pydoc_data.topics import topics
 
             digest.update(json.dumps(topics, sort_keys=True).encode())
+        files = self.files()
         root = os.path.commonpath([p.parent for p in files]) if files else ""
         for path in files:
             digest.update(os.path.relpath(path, root).encode() + b"\0")
             digest.update(str(path.stat().st_size).encode() + b"\0")
-            with open(path, "rb") as f:
-                digest.update(hashlib.file_digest(f, "sha256").digest())
+            if self.config.kind == "hf_disk" and path.name == "state.json":
+                digest.update(str(json.loads(path.read_text()).get("_fingerprint")).encode())
         return digest.hexdigest()
-
-
-def decode_utf8(raw: bytes) -> tuple[str, int]:
-    """Decode with replacement; return the text and how many characters were replaced."""
-    text = raw.decode("utf-8", errors="replace")
-    return text, text.count(_REPLACEMENT) - raw.count(_REPLACEMENT_UTF8)
-
-
-def _read_text(cfg: CorpusConfig) -> Iterator[Document]:
-    doc_id = 0
-    for path in Corpus(cfg).files():
-        raw = path.read_bytes()
-        if not cfg.one_per_line:
-            text, replaced = decode_utf8(raw)
-            yield Document(doc_id, str(path), text, replaced)
-            doc_id += 1
-            continue
-        for lineno, line in enumerate(raw.splitlines(), start=1):
-            text, replaced = decode_utf8(line)
-            yield Document(doc_id, f"{path}:{lineno}", text, replaced)
-            doc_id += 1
-
-
-def _read_jsonl(cfg: CorpusConfig) -> Iterator[Document]:
-    doc_id = 0
-    for path in Corpus(cfg).files():
-        with open(path, "rb") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
-                line, replaced = decode_utf8(raw)
-                where = f"{path}:{lineno}"
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{where}: line is not valid JSON ({e.msg})") from e
-                if not isinstance(record, dict) or cfg.text_field not in record:
-                    keys = sorted(record) if isinstance(record, dict) else type(record).__name__
-                    raise ValueError(
-                        f"{where}: record has no field {cfg.text_field!r} (has {keys}); "
-                        "set text_field to the key that holds the text"
-                    )
-                text = _as_text(record[cfg.text_field], where, cfg.text_field)
-                yield Document(doc_id, where, text, replaced)
-                doc_id += 1
-
-
-def _read_parquet(cfg: CorpusConfig) -> Iterator[Document]:
-    import pyarrow.parquet as pq
-
-    doc_id = 0
-    for path in Corpus(cfg).files():
-        parquet = pq.ParquetFile(path)
-        names = parquet.schema_arrow.names
-        if cfg.text_field not in names:
-            raise ValueError(
-                f"{path}: no column {cfg.text_field!r} (columns: {names}); "
-                "set text_field to the column that holds the text"
-            )
-        row = 0
-        for batch in parquet.iter_batches(columns=[cfg.text_field], batch_size=4096):
-            for value in batch.column(0).to_pylist():
-                where = f"{path}#{row}"
-                yield Document(doc_id, where, _as_text(value, where, cfg.text_field))
-                doc_id += 1
-                row += 1
-
-
-def _read_hf_disk(cfg: CorpusConfig) -> Iterator[Document]:
-    try:
-        import datasets
-    except ImportError as e:
-        raise ImportError(
-            "kind='hf_disk' needs the `datasets` package: pip install datasets "
-            "(or pip install 'activation-pipeline[datasets]')"
-        ) from e
-    if not Path(cfg.path).is_dir():
-        raise ValueError(f"path {cfg.path!r} is not a directory (hf_disk needs one)")
-    loaded = datasets.load_from_disk(cfg.path)
-    source = cfg.path
-    if isinstance(loaded, dict):  # a DatasetDict: pick the split
-        splits = sorted(loaded.keys())
-        split = cfg.split
-        if split is None and len(splits) == 1:
-            split = splits[0]
-        if split not in splits:
-            raise ValueError(f"split must be one of {splits} for {cfg.path!r}, got {split!r}")
-        loaded = loaded[split]
-        source = f"{cfg.path}[{split}]"
-    if cfg.text_field not in loaded.column_names:
-        raise ValueError(
-            f"{cfg.path}: no column {cfg.text_field!r} (columns: {loaded.column_names})"
-        )
-    doc_id = 0
-    for batch in loaded.iter(batch_size=1024):
-        for value in batch[cfg.text_field]:
-            where = f"{source}#{doc_id}"
-            yield Document(doc_id, where, _as_text(value, where, cfg.text_field))
-            doc_id += 1
-
-
-def _read_pydoc(cfg: CorpusConfig) -> Iterator[Document]:
-    from pydoc_data.topics import topics
-
-    for doc_id, name in enumerate(sorted(topics)):
-        yield Document(doc_id, name, topics[name])
-
-
-def _as_text(value: object, where: str, field: str) -> str:
-    """Null counts as an empty document; anything but a string is a user error."""
-    if value is None:
-        return ""
-    if not isinstance(value, str):
-        raise ValueError(f"{where}: field {field!r} must be a string, got {type(value).__name__}")
-    return value
-
-
-_READERS = {
-    "jsonl": _read_jsonl,
-    "parquet": _read_parquet,
-    "text": _read_text,
-    "hf_disk": _read_hf_disk,
-    "pydoc": _read_pydoc,
-}

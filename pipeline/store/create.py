@@ -1,7 +1,11 @@
 """Create a store directory, or decide that an existing one may be resumed.
 
-Creation writes docs.parquet and the full-size Zarr arrays first and store.json last, so a
-directory with store.json is always a complete, empty-or-partly-filled store. Deleting is
+A store is made in two phases. `begin_store` writes `plan/plan.json` (the fingerprint:
+everything that decides the bytes and is known before reading the corpus), then the
+planner commits parts (token and docs files). `create_store` then creates the full-size
+Zarr arrays and writes store.json last, so a directory with store.json is always a
+planned, empty-or-partly-filled store, and one with only plan/plan.json is a planning to
+resume. A rerun with another fingerprint is refused in either phase. Deleting is
 guarded: we only ever remove the entries a store is made of, and refuse to touch a
 non-empty directory that is not a store, even with overwrite=True.
 """
@@ -9,27 +13,24 @@ non-empty directory that is not a store, even with overwrite=True.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pyarrow.parquet as pq
 import zarr
 
 from pipeline.store.dtypes import check_logical_dtype, stored_dtype
 from pipeline.store.layout import (
-    DOCS_PARQUET,
     FORMAT_VERSION,
     KNOWN_ENTRIES,
+    PLAN_DIR,
+    PLAN_JSON,
     STORE_JSON,
     TMP_SUFFIX,
-    TOKENS_DIR,
     UNITS_DIR,
     ZARR_DIR,
-    temp_sibling,
     unit_name_width,
 )
 from pipeline.store.meta import (
@@ -39,7 +40,8 @@ from pipeline.store.meta import (
     read_store_json,
     write_json_atomic,
 )
-from pipeline.store.plan import TokenPlan
+from pipeline.store.plan import PlanConfig
+from pipeline.store.planner import PlanResult
 from pipeline.store.shards import inner_chunk_rows
 
 
@@ -60,21 +62,20 @@ def validate_hooks(hooks: dict[str, int]) -> dict[str, int]:
 
 
 def build_fingerprint(
-    meta: dict[str, Any], hooks: dict[str, int], dtype: str, plan: TokenPlan
+    meta: dict[str, Any], hooks: dict[str, int], dtype: str, config: PlanConfig
 ) -> dict[str, Any]:
     """The caller's meta plus what the store itself knows decides the bytes.
 
     `meta` may repeat derived fields (dtype, hooks, context_length, ...) but must agree.
+    Everything here is known before the corpus is read, so a rerun is checked at once.
     """
     derived = {
         "hooks": validate_hooks(hooks),
         "dtype": check_logical_dtype(dtype),
-        "context_length": plan.config.context_length,
-        "mode": plan.config.mode,
-        "rows_per_unit": plan.config.rows_per_unit,
-        "max_tokens": plan.config.max_tokens,
-        "num_rows": plan.num_rows,
-        "plan_fingerprint": plan.fingerprint(),
+        "context_length": config.context_length,
+        "mode": config.mode,
+        "rows_per_unit": config.rows_per_unit,
+        "max_tokens": config.max_tokens,
     }
     if not isinstance(meta, dict):
         raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
@@ -96,13 +97,32 @@ def _agrees(key: str, given: Any, derived: Any) -> bool:
     return json.loads(json.dumps(given)) == json.loads(json.dumps(derived))
 
 
-def open_existing(root: Path, fingerprint: dict[str, Any]) -> dict[str, Any]:
-    """store.json of a store with this exact fingerprint, else StoreMismatchError."""
-    stored = read_store_json(root)
-    differences = fingerprint_differences(stored["fingerprint"], fingerprint)
+def begin_store(root: Path, fingerprint: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+    """store.json of a planned store with this fingerprint, or None when planning is to do.
+
+    Creates the directory and plan/plan.json, or checks an existing one's fingerprint;
+    raises StoreMismatchError naming every differing field, touching nothing.
+    """
+    if prepare_directory(root, overwrite):
+        if (root / STORE_JSON).is_file():
+            stored = read_store_json(root)
+            _refuse_differences(root, stored["fingerprint"], fingerprint)
+            return stored
+        planned = json.loads((root / PLAN_DIR / PLAN_JSON).read_text())
+        _refuse_differences(root, planned["fingerprint"], fingerprint)
+        return None
+    (root / PLAN_DIR).mkdir(parents=True, exist_ok=True)
+    write_json_atomic(
+        root / PLAN_DIR / PLAN_JSON,
+        {"format_version": FORMAT_VERSION, "fingerprint": fingerprint},
+    )
+    return None
+
+
+def _refuse_differences(root: Path, old: dict[str, Any], new: dict[str, Any]) -> None:
+    differences = fingerprint_differences(old, new)
     if differences:
         raise StoreMismatchError(root, differences)
-    return stored
 
 
 def prepare_directory(root: Path, overwrite: bool) -> bool:
@@ -118,9 +138,10 @@ def prepare_directory(root: Path, overwrite: bool) -> bool:
             f"store path {root} is a non-empty directory that is not an activation store "
             f"(it holds {sorted(entries - ours)[:5]}); refusing to write or delete there"
         )
-    if STORE_JSON in entries and not overwrite:
+    resumable = STORE_JSON in entries or (root / PLAN_DIR / PLAN_JSON).is_file()
+    if resumable and not overwrite:
         return True
-    # Overwrite, or a creation that crashed before store.json: nothing committed, remove it.
+    # Overwrite, or a creation that crashed before plan.json: nothing committed, remove it.
     for name in ours:
         path = root / name
         if path.is_dir() and not path.is_symlink():
@@ -135,26 +156,27 @@ def _is_our_temp(name: str) -> bool:
 
 
 def create_store(
-    root: Path, fingerprint: dict[str, Any], hooks: dict[str, int], dtype: str, plan: TokenPlan
+    root: Path,
+    fingerprint: dict[str, Any],
+    hooks: dict[str, int],
+    dtype: str,
+    config: PlanConfig,
+    plan: PlanResult,
 ) -> dict[str, Any]:
-    """Write docs.parquet, the empty full-size arrays, the folders, then store.json."""
-    root.mkdir(parents=True, exist_ok=True)
-    docs_tmp = temp_sibling(root / DOCS_PARQUET)
-    pq.write_table(plan.docs, docs_tmp, compression="zstd")
-    os.replace(docs_tmp, root / DOCS_PARQUET)
-
+    """After planning: the empty full-size arrays and the unit folder, then store.json."""
+    num_rows, rows_per_unit = plan.num_rows, config.rows_per_unit
     group = zarr.open_group(root / ZARR_DIR, mode="w", zarr_format=3)
-    group.attrs.update({"format_version": FORMAT_VERSION, "num_rows": plan.num_rows})
+    group.attrs.update({"format_version": FORMAT_VERSION, "num_rows": num_rows})
     feature_dim = "feature" if len(set(hooks.values())) == 1 else None
     stored = stored_dtype(dtype)
     hooks_meta = {}
     for name, d in hooks.items():
-        chunk_rows = inner_chunk_rows(plan.rows_per_unit, d * stored.itemsize)
+        chunk_rows = inner_chunk_rows(rows_per_unit, d * stored.itemsize)
         group.create_array(
             name,
-            shape=(plan.num_rows, d),
+            shape=(num_rows, d),
             dtype=stored,
-            shards=(plan.rows_per_unit, d),
+            shards=(rows_per_unit, d),
             chunks=(chunk_rows, d),
             compressors=None,
             filters=None,
@@ -167,24 +189,27 @@ def create_store(
             "array": f"{ZARR_DIR}/{name}",
             "logical_dtype": dtype,
             "stored_dtype": stored.name,
-            "shard_rows": plan.rows_per_unit,
+            "shard_rows": rows_per_unit,
             "chunk_rows": chunk_rows,
         }
-    (root / TOKENS_DIR).mkdir(exist_ok=True)
     (root / UNITS_DIR).mkdir(exist_ok=True)
+    num_units = -(-num_rows // rows_per_unit)
     store_json = {
         "format_version": FORMAT_VERSION,
         "pipeline_version": pipeline_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
+        "plan_fingerprint": plan.fingerprint,
         "hooks": hooks_meta,
         "dtype": dtype,
-        "num_rows": plan.num_rows,
-        "num_units": plan.num_units,
-        "num_windows": plan.num_windows,
-        "rows_per_unit": plan.rows_per_unit,
-        "unit_name_width": unit_name_width(plan.num_units),
+        "num_rows": num_rows,
+        "num_units": num_units,
+        "num_windows": plan.stats.num_windows,
+        "rows_per_unit": rows_per_unit,
+        "unit_name_width": unit_name_width(num_units),
+        "part_name_width": plan.part_name_width,
         "plan": plan.stats.to_dict(),
+        "parts": plan.parts,
     }
     write_json_atomic(root / STORE_JSON, store_json)
     return store_json

@@ -2,7 +2,7 @@
 
 A unit is committed when, and only when, its record exists. The record is written via a
 hidden temp file, fsync and rename (meta.write_json_atomic), after the unit's Zarr shards
-and token table are in place; so a crash at any earlier point leaves the unit pending and
+are in place; so a crash at any earlier point leaves the unit pending and
 a rerun redoes it, rewriting the same bytes. Listing names is enough to know what is
 committed; `verify()` reads the records and checks their checksums against the data.
 """
@@ -40,7 +40,6 @@ def build_record(
     rows: tuple[int, int],
     windows: tuple[int, int],
     arrays: dict[str, dict[str, Any]],
-    tokens: dict[str, Any],
     timing: dict[str, Any],
     attempt: dict[str, Any],
     pipeline_version: str,
@@ -56,7 +55,6 @@ def build_record(
         "window_start": windows[0],
         "window_stop": windows[1],
         "arrays": arrays,
-        "tokens": tokens,
         "timing": timing,
         "attempt": attempt,
         "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),

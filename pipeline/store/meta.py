@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.store.atomic import fsync_dir, write_atomic
-from pipeline.store.layout import FORMAT_VERSION, STORE_JSON
+from pipeline.store.layout import FORMAT_VERSION, PLAN_DIR, PLAN_JSON, STORE_JSON
 
 _ABSENT = "<absent>"
 
@@ -73,12 +73,23 @@ def read_store_json(root: Path) -> dict[str, Any]:
     if not root.is_dir():
         raise NotAStoreError(f"{root} is a file, not an activation store directory")
     if not path.is_file():
+        if (root / PLAN_DIR / PLAN_JSON).is_file():
+            raise NotAStoreError(
+                f"{root} is a store still being planned (it has {PLAN_DIR}/{PLAN_JSON} but no "
+                f"{STORE_JSON}); run the same capture command again to finish it"
+            )
         raise NotAStoreError(f"{root} is not an activation store: it has no {STORE_JSON}")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise NotAStoreError(f"{path} is not valid JSON: {e}") from e
     version = meta.get("format_version")
+    if version == 1:
+        raise NotAStoreError(
+            f"{root} is a format 1 store (one token file per unit, docs.parquet); this pipeline "
+            f"reads format {FORMAT_VERSION}. Its files still open with pandas and zarr as "
+            "before; to use it here, capture it again into a new folder (or with --overwrite)"
+        )
     if version != FORMAT_VERSION:
         raise NotAStoreError(
             f"{root} has store format_version {version!r}; this pipeline reads {FORMAT_VERSION}"

@@ -1,15 +1,13 @@
-"""The token plan: which token every row of a store is, decided once before any model runs.
-
-Planning is split in two so a later step can run the expensive half in parallel:
-``tokenize_documents`` is a pure function of (documents, tokenizer) that Ray tasks can run
-over corpus shards, and ``assemble_plan`` is deterministic given the per-document token
-arrays in doc order. ``build_plan`` does both in one process.
+"""The token plan: which token every row of a store is, decided before any model runs.
 
 Documents are tokenized without special tokens and never truncated: we cut windows
 ourselves (see windows.py), wrapping each with the tokenizer's own special tokens, so the
-model sees exactly what it would see for that text. The plan keeps only numpy arrays, a
-small Arrow table of documents and the strings of the token ids it uses, so it pickles
-cheaply and never needs the tokenizer again.
+model sees exactly what it would see for that text.
+
+A store is planned shard by shard (pipeline/store/planner.py) and never held whole. This
+module holds what every shard shares: the config, the tokenizer-derived `WindowSpec`,
+tokenization, and `build_plan`, which lays out a small corpus in memory in one piece. The
+streamed planner is tested against `build_plan`: any shard split gives the same rows.
 """
 
 from __future__ import annotations
@@ -17,14 +15,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from functools import cached_property
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 
 from pipeline.store.corpus import Document
-from pipeline.store.windows import RowArrays, cut_rows, layout_rows
+from pipeline.store.windows import RowArrays, WindowSpec, layout_shard
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -82,6 +79,7 @@ class PlanStats:
     num_rows: int  # rows in the plan, special tokens included, after max_tokens
     num_windows: int
     truncated_by_max_tokens: bool
+    num_shards: int = 1  # corpus shards read (planning stops early under max_tokens)
 
     def to_dict(self) -> dict[str, int | bool]:
         return asdict(self)
@@ -89,48 +87,41 @@ class PlanStats:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class TokenPlan:
-    """Every row of a store: its token, document, window and position.
-
-    Units are row ranges [u * R, min((u + 1) * R, num_rows)). A window that straddles a
-    unit boundary is run by both units; each keeps only its own rows.
-    """
+    """A whole plan in memory: for small corpora, tests, and as the streamed planner's
+    reference. Stores never hold one; see planner.py."""
 
     config: PlanConfig
     rows: RowArrays
     stats: PlanStats
     docs: pa.Table  # doc_id int64, source string, text string, num_tokens int64
-    vocab_ids: np.ndarray  # int32 [V], sorted ids the plan uses
-    vocab_tokens: pa.Array  # string [V], tokenizer.convert_ids_to_tokens(vocab_ids)
 
     token_id = property(lambda self: self.rows.token_id)
     doc_id = property(lambda self: self.rows.doc_id)
     window = property(lambda self: self.rows.window)
     position = property(lambda self: self.rows.position)
     is_special = property(lambda self: self.rows.is_special)
-    window_offsets = property(lambda self: self.rows.window_offsets)
 
     @property
     def num_rows(self) -> int:
-        return len(self.rows.token_id)
+        return len(self.rows)
+
+    @property
+    def window_offsets(self) -> np.ndarray:
+        """int64 [W + 1]: window w covers rows [off[w], off[w + 1])."""
+        counts = np.bincount(self.rows.window, minlength=self.num_windows)
+        return np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
 
     @property
     def num_windows(self) -> int:
-        return len(self.rows.window_offsets) - 1
-
-    @property
-    def rows_per_unit(self) -> int:
-        return self.config.rows_per_unit
+        return int(self.rows.window[-1]) + 1 if self.num_rows else 0
 
     @property
     def num_units(self) -> int:
-        return -(-self.num_rows // self.rows_per_unit)
+        return -(-self.num_rows // self.config.rows_per_unit)
 
     def unit_rows(self, unit: int) -> tuple[int, int]:
         """(start, stop) rows of a unit."""
-        if not 0 <= unit < self.num_units:
-            raise ValueError(f"unit must be in [0, {self.num_units}), got {unit}")
-        start = unit * self.rows_per_unit
-        return start, min(start + self.rows_per_unit, self.num_rows)
+        return unit_rows(unit, self.config.rows_per_unit, self.num_rows)
 
     def windows_for_unit(self, unit: int) -> list[int]:
         """Windows with at least one row in the unit, in order."""
@@ -141,7 +132,7 @@ class TokenPlan:
         """(start, stop) rows of a window."""
         if not 0 <= window < self.num_windows:
             raise ValueError(f"window must be in [0, {self.num_windows}), got {window}")
-        offsets = self.rows.window_offsets
+        offsets = self.window_offsets
         return int(offsets[window]), int(offsets[window + 1])
 
     def window_token_ids(self, window: int) -> np.ndarray:
@@ -149,35 +140,28 @@ class TokenPlan:
         start, stop = self.window_rows(window)
         return self.rows.token_id[start:stop]
 
-    def token_table(self, start: int, stop: int) -> pa.Table:
-        """Rows [start, stop) as an Arrow table with TOKEN_SCHEMA."""
-        if not 0 <= start <= stop <= self.num_rows:
-            raise ValueError(f"rows must satisfy 0 <= start <= stop <= {self.num_rows}")
-        token_id = self.rows.token_id[start:stop]
-        strings = self.vocab_tokens.take(pa.array(np.searchsorted(self.vocab_ids, token_id)))
-        columns = [
-            pa.array(np.arange(start, stop, dtype=np.int64)),
-            pa.array(self.rows.doc_id[start:stop]),
-            pa.array(self.rows.window[start:stop]),
-            pa.array(self.rows.position[start:stop]),
-            pa.array(token_id),
-            pa.array(self.rows.is_special[start:stop]),
-            strings,
-        ]
-        return pa.Table.from_arrays(columns, schema=TOKEN_SCHEMA)
-
-    @cached_property
-    def _fingerprint(self) -> str:
-        digest = hashlib.sha256()
-        for name in ("token_id", "doc_id", "window", "position", "is_special", "window_offsets"):
-            array = getattr(self.rows, name)
-            digest.update(f"{name}:{array.dtype.str}:{len(array)}\0".encode())
-            digest.update(np.ascontiguousarray(array).data)
-        return digest.hexdigest()
-
     def fingerprint(self) -> str:
-        """sha256 of the row arrays: equal plans give equal stores."""
-        return self._fingerprint
+        """sha256 of the row arrays: equal plans give equal rows."""
+        return rows_digest(self.rows)
+
+
+def unit_rows(unit: int, rows_per_unit: int, num_rows: int) -> tuple[int, int]:
+    """(start, stop) rows of unit `unit` of a store of `num_rows` rows."""
+    num_units = -(-num_rows // rows_per_unit)
+    if not 0 <= unit < num_units:
+        raise ValueError(f"unit must be in [0, {num_units}), got {unit}")
+    start = unit * rows_per_unit
+    return start, min(start + rows_per_unit, num_rows)
+
+
+def rows_digest(rows: RowArrays) -> str:
+    """sha256 over the row arrays (dtype, length and bytes of each), in a fixed order."""
+    digest = hashlib.sha256()
+    for name in ("token_id", "doc_id", "window", "position", "is_special"):
+        array = np.ascontiguousarray(getattr(rows, name))
+        digest.update(f"{name}:{array.dtype.str}:{len(array)}\0".encode())
+        digest.update(array.data)
+    return digest.hexdigest()
 
 
 def is_blank(text: str) -> bool:
@@ -236,15 +220,8 @@ def separator_id(tokenizer: PreTrainedTokenizerBase) -> int | None:
     return None
 
 
-def assemble_plan(
-    documents: Sequence[Document],
-    token_ids: Sequence[np.ndarray],
-    tokenizer: PreTrainedTokenizerBase,
-    config: PlanConfig,
-) -> TokenPlan:
-    """Deterministic plan from documents and their token arrays (same order, same length)."""
-    if len(documents) != len(token_ids):
-        raise ValueError(f"got {len(documents)} documents but {len(token_ids)} token arrays")
+def window_spec(tokenizer: PreTrainedTokenizerBase, config: PlanConfig) -> WindowSpec:
+    """The tokenizer's wrappers and separator, checked against the config."""
     prefix, suffix = special_tokens(tokenizer)
     budget = config.context_length - len(prefix) - len(suffix)
     if budget < 1:
@@ -255,52 +232,8 @@ def assemble_plan(
     separator = separator_id(tokenizer)
     if config.mode == "packing" and separator is None:
         raise ValueError("mode='packing' needs a tokenizer with a sep or eos token; use 'document'")
-    blank = [is_blank(doc.text) for doc in documents]
-    kept = [i for i, ids in enumerate(token_ids) if len(ids) > 0]
-    num_tokens = int(sum(len(ids) for ids in token_ids))
-    if not kept:
-        raise ValueError(
-            f"corpus produced no tokens: {len(documents)} documents, "
-            f"{sum(blank)} of them empty or whitespace-only"
-        )
-    rows = layout_rows(
-        [token_ids[i] for i in kept],
-        np.array([documents[i].doc_id for i in kept], dtype=np.int64),
-        budget=budget,
-        mode=config.mode,
-        prefix=prefix,
-        suffix=suffix,
-        separator=separator,
-    )
-    full_rows = len(rows.token_id)
-    if config.max_tokens is not None:
-        rows = cut_rows(rows, config.max_tokens)
-    vocab_ids = np.unique(rows.token_id)
-    vocab_tokens = pa.array(tokenizer.convert_ids_to_tokens(vocab_ids.tolist()), pa.string())
-    stats = PlanStats(
-        num_documents=len(documents),
-        num_skipped_empty=sum(blank),
-        num_replaced_chars=sum(doc.num_replaced_chars for doc in documents),
-        num_tokens=num_tokens,
-        num_rows=len(rows.token_id),
-        num_windows=len(rows.window_offsets) - 1,
-        truncated_by_max_tokens=len(rows.token_id) < full_rows,
-    )
-    docs = pa.table(
-        {
-            "doc_id": pa.array([doc.doc_id for doc in documents], pa.int64()),
-            "source": pa.array([doc.source for doc in documents], pa.string()),
-            "text": pa.array([doc.text for doc in documents], pa.string()),
-            "num_tokens": pa.array([len(ids) for ids in token_ids], pa.int64()),
-        }
-    )
-    return TokenPlan(
-        config=config,
-        rows=rows,
-        stats=stats,
-        docs=docs,
-        vocab_ids=vocab_ids,
-        vocab_tokens=vocab_tokens,
+    return WindowSpec(
+        budget=budget, mode=config.mode, prefix=prefix, suffix=suffix, separator=separator
     )
 
 
@@ -312,9 +245,47 @@ def build_plan(
     rows_per_unit: int = 4096,
     max_tokens: int | None = None,
 ) -> TokenPlan:
-    """Tokenize every document once and lay the tokens out as windows and units."""
+    """Tokenize every document once and lay the tokens out as windows, all in memory."""
     config = PlanConfig(
         context_length=context_length, mode=mode, rows_per_unit=rows_per_unit, max_tokens=max_tokens
     )
     documents = list(documents)
-    return assemble_plan(documents, tokenize_documents(documents, tokenizer), tokenizer, config)
+    spec = window_spec(tokenizer, config)
+    token_ids = tokenize_documents(documents, tokenizer)
+    kept = [i for i, ids in enumerate(token_ids) if len(ids) > 0]
+    blank = sum(is_blank(doc.text) for doc in documents)
+    if not kept:
+        raise ValueError(
+            f"corpus produced no tokens: {len(documents)} documents, "
+            f"{blank} of them empty or whitespace-only"
+        )
+    layout = layout_shard(
+        [token_ids[i] for i in kept],
+        np.array([documents[i].doc_id for i in kept], dtype=np.int64),
+        spec,
+        content_start=0,
+        window_start=0,
+        close=True,
+    )
+    rows = layout.rows
+    full_rows = len(rows)
+    if max_tokens is not None:
+        rows = rows.head(max_tokens)
+    stats = PlanStats(
+        num_documents=len(documents),
+        num_skipped_empty=blank,
+        num_replaced_chars=sum(doc.num_replaced_chars for doc in documents),
+        num_tokens=int(sum(len(ids) for ids in token_ids)),
+        num_rows=len(rows),
+        num_windows=int(rows.window[-1]) + 1,
+        truncated_by_max_tokens=len(rows) < full_rows,
+    )
+    docs = pa.table(
+        {
+            "doc_id": pa.array([doc.doc_id for doc in documents], pa.int64()),
+            "source": pa.array([doc.source for doc in documents], pa.string()),
+            "text": pa.array([doc.text for doc in documents], pa.string()),
+            "num_tokens": pa.array([len(ids) for ids in token_ids], pa.int64()),
+        }
+    )
+    return TokenPlan(config=config, rows=rows, stats=stats, docs=docs)

@@ -2,7 +2,7 @@
 
 The store is plain Zarr + Parquet (docs/store-format.md), so this class only adds
 conveniences: rows given as a slice or an index array, bfloat16 widened to float32, token
-tables read only from the units that hold the requested rows, and `verify()`.
+rows read only from the row groups that hold them (plan_index.py), and `verify()`.
 
 `to_pandas` puts each hook in one column of `pd.ArrowDtype(fixed_size_list<float32>[d])`:
 compact (one contiguous buffer, no Python object per row), it survives `df.to_parquet`,
@@ -22,14 +22,14 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 import zarr
 
 from pipeline.store.dtypes import to_float32
-from pipeline.store.layout import DOCS_PARQUET, TOKENS_DIR, ZARR_DIR, tokens_file
+from pipeline.store.layout import DOCS_DIR, TOKENS_DIR, ZARR_DIR
 from pipeline.store.manifest import committed_units, read_record
 from pipeline.store.meta import NotAStoreError, read_store_json
 from pipeline.store.plan import TOKEN_SCHEMA
+from pipeline.store.plan_index import PlanIndex
 
 Rows = slice | Sequence[int] | np.ndarray | None
 
@@ -46,6 +46,7 @@ class ActivationStore:
         self.rows_per_unit: int = meta["rows_per_unit"]
         self.dtype: str = meta["dtype"]
         self._width: int = meta["unit_name_width"]
+        self.index = PlanIndex.from_store_json(root, meta)
         try:
             self._group = zarr.open_group(root / ZARR_DIR, mode="r")
         except FileNotFoundError as e:
@@ -92,19 +93,20 @@ class ActivationStore:
             return table if _ascending(table) else table.sort_by("row")
         selection = self._normalize_rows(rows)
         if isinstance(selection, slice):
-            selection = np.arange(selection.start, selection.stop)
+            return self.index.read_rows(selection.start, selection.stop)
         if len(selection) == 0:
             return TOKEN_SCHEMA.empty_table()
-        units = np.unique(selection // self.rows_per_unit)
-        tables = [pq.read_table(tokens_file(self.root, int(u), self._width)) for u in units]
+        # Read unit by unit so scattered rows never pull in the span between them.
+        units, first = np.unique(selection // self.rows_per_unit, return_inverse=True)
+        tables = [self.index.read_rows(*self.index.unit_rows(int(u))) for u in units]
         starts = np.cumsum([0] + [t.num_rows for t in tables])[:-1]
-        unit_of = np.searchsorted(units, selection // self.rows_per_unit)
-        take = starts[unit_of] + selection - units[unit_of] * self.rows_per_unit
+        take = starts[first] + selection - units[first] * self.rows_per_unit
         return pa.concat_tables(tables).take(pa.array(take))
 
     def docs(self) -> pa.Table:
         """doc_id, source, text, num_tokens of every document read from the corpus."""
-        return pq.read_table(self.root / DOCS_PARQUET)
+        table = pads.dataset(self.root / DOCS_DIR, format="parquet").to_table()
+        return table if _ascending(table, "doc_id") else table.sort_by("doc_id")
 
     def to_pandas(self, hooks: Sequence[str] | None = None, rows: Rows = None) -> pd.DataFrame:
         """Token rows with one fixed_size_list<float32>[d] column per hook."""
@@ -159,6 +161,6 @@ class ActivationStore:
         return index
 
 
-def _ascending(table: pa.Table) -> bool:
-    rows = table.column("row").to_numpy()
+def _ascending(table: pa.Table, column: str = "row") -> bool:
+    rows = table.column(column).to_numpy()
     return bool(np.all(rows[1:] > rows[:-1]))

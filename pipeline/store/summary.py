@@ -44,6 +44,10 @@ def describe_store(
         f"{plan['num_replaced_chars']} invalid UTF-8 chars replaced)"
         + ("; cut by max_tokens" if plan["truncated_by_max_tokens"] else "")
     )
+    lines.append(
+        f"plan: {len(meta['parts'])} parts (token and docs files) from "
+        f"{plan['num_shards']} corpus shards"
+    )
     pending = store.pending_units()
     lines.append(
         f"units: {store.num_units - len(pending)}/{store.num_units} committed"

@@ -4,8 +4,8 @@ Checks, collecting every problem before raising: every unit of [0, num_units) ha
 record and no record lies outside it; each record's row range is the plan's, so ranges are
 contiguous and cover [0, num_rows); each hook's bytes read back through Zarr hash to the
 recorded sha256 (a flipped byte in the data changes the hash; one in a shard index fails
-Zarr's own crc32c); each token file hashes to its recorded sha256 and holds exactly the
-rows of its unit; `_SUCCESS` exists.
+Zarr's own crc32c); the plan parts tile [0, num_rows) and each part's token and docs files
+hash to the sha256 in its record; `_SUCCESS` exists.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from pipeline.store.layout import SUCCESS
 from pipeline.store.manifest import committed_units
+from pipeline.store.parts import read_part_record
 
 if TYPE_CHECKING:
     from pipeline.store.reader import ActivationStore
@@ -55,6 +55,7 @@ def verify_store(store: ActivationStore, check_data: bool = True) -> dict[str, A
             bytes_checked += _check_unit(store, unit, check_data, problems)
         except Exception as e:  # a record that cannot be read is a problem, not a crash
             problems.append(f"unit {unit}: could not check: {type(e).__name__}: {e}")
+    bytes_checked += _check_parts(store, check_data, problems)
     if not (store.root / SUCCESS).is_file():
         problems.append(f"{SUCCESS} is missing (finalize() has not run)")
     if problems:
@@ -96,20 +97,46 @@ def _check_unit(store: ActivationStore, unit: int, check_data: bool, problems: l
         checked += stored.nbytes
         if hashlib.sha256(stored.data).hexdigest() != arrays[hook].get("sha256"):
             problems.append(f"unit {unit}, hook {hook!r}: data does not match its sha256")
-    tokens = record.get("tokens", {})
-    path = store.root / tokens.get("path", "")
-    if not path.is_file():
-        problems.append(f"unit {unit}: token table {path} is missing")
-        return checked
-    payload = path.read_bytes()
-    checked += len(payload)
-    if hashlib.sha256(payload).hexdigest() != tokens.get("sha256"):
-        problems.append(f"unit {unit}: token table {path.name} does not match its sha256")
-        return checked
-    rows = pq.read_table(path, columns=["row"]).column("row").to_numpy()
-    if len(rows) != stop - start or not np.array_equal(rows, np.arange(start, stop)):
-        problems.append(f"unit {unit}: token table rows are not [{start}, {stop})")
     return checked
+
+
+def _check_parts(store: ActivationStore, check_data: bool, problems: list[str]) -> int:
+    """Parts tile the rows; each part's files match the sha256 its record holds."""
+    checked, row = 0, 0
+    width = store.meta["part_name_width"]
+    for part in store.meta["parts"]:
+        index = part["part"]
+        if part["row_start"] != row:
+            problems.append(f"part {index}: starts at row {part['row_start']}, expected {row}")
+        row = part["row_stop"]
+        try:
+            record = read_part_record(store.root, index, width)
+        except (OSError, ValueError) as e:
+            problems.append(f"part {index}: record cannot be read ({e})")
+            continue
+        if record is None:
+            problems.append(f"part {index}: plan record is missing")
+            continue
+        for kind in ("tokens", "docs"):
+            checked += _check_file(store, index, kind, record[kind], check_data, problems)
+        if record["tokens"]["num_rows"] != part["row_stop"] - part["row_start"]:
+            problems.append(f"part {index}: token file holds {record['tokens']['num_rows']} rows")
+    if row != store.num_rows:
+        problems.append(f"plan parts cover rows [0, {row}), the store has {store.num_rows}")
+    return checked
+
+
+def _check_file(store, index: int, kind: str, entry: dict, check_data: bool, problems) -> int:
+    path = store.root / entry["path"]
+    if not path.is_file():
+        problems.append(f"part {index}: {kind} file {entry['path']} is missing")
+        return 0
+    if not check_data:
+        return 0
+    payload = path.read_bytes()
+    if hashlib.sha256(payload).hexdigest() != entry["sha256"]:
+        problems.append(f"part {index}: {kind} file {entry['path']} does not match its sha256")
+    return len(payload)
 
 
 def _preview(units: list[int]) -> str:

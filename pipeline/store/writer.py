@@ -1,11 +1,12 @@
 """StoreWriter: write units of activations exactly once, from at-least-once execution.
 
 Per unit, in this order: (1) each hook's Zarr shard (whole shards only, so no two writers
-ever share a file, and rewriting is harmless), (2) the unit's token table as a hidden temp
-Parquet file renamed into place, (3) the commit record `units/unit-N.json`, via temp +
-fsync + rename. Only (3) makes the unit committed; a crash before it leaves the unit
-pending and the next run rewrites the same bytes. With `fsync=True` (the default) the data
-files are fsynced before the record is written, so a committed unit survives a power loss.
+ever share a file, and rewriting is harmless), (2) the commit record `units/unit-N.json`,
+via temp + fsync + rename. Only (2) makes the unit committed; a crash before it leaves the
+unit pending and the next run rewrites the same bytes. With `fsync=True` (the default) the
+shards are fsynced before the record is written, so a committed unit survives a power
+loss. The token table is not written here: it was written, part by part, when the store
+was planned (see planner.py), before any unit ran.
 
 Legend: R rows in the unit, D width of a hook.
 """
@@ -17,6 +18,7 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as wait_for
 from datetime import UTC, datetime
@@ -24,34 +26,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import zarr
 
-from pipeline.store.atomic import write_atomic
-from pipeline.store.create import (
-    build_fingerprint,
-    consolidate,
-    create_store,
-    open_existing,
-    prepare_directory,
-)
+from pipeline.store.create import begin_store, build_fingerprint, consolidate, create_store
 from pipeline.store.dtypes import stored_dtype
 from pipeline.store.layout import (
     SUCCESS,
     TMP_SUFFIX,
     ZARR_DIR,
     record_file,
-    tokens_file,
 )
 from pipeline.store.manifest import build_record, committed_units
-from pipeline.store.meta import (
-    StoreMismatchError,
-    pipeline_version,
-    read_store_json,
-    write_json_atomic,
-)
-from pipeline.store.plan import TokenPlan
+from pipeline.store.meta import pipeline_version, read_store_json, write_json_atomic
+from pipeline.store.plan import PlanConfig
+from pipeline.store.plan_index import PlanIndex
+from pipeline.store.planner import PlanResult
 from pipeline.store.shards import direct_write_supported, write_shard
 
 
@@ -62,10 +51,10 @@ class UnitWriteError(OSError):
 class StoreWriter:
     """Writes the units of one store. Build it with `StoreWriter.create_or_open`."""
 
-    def __init__(self, root: Path, store_json: dict[str, Any], plan: TokenPlan, fsync: bool):
+    def __init__(self, root: Path, store_json: dict[str, Any], fsync: bool = True):
         self.root = root
         self.store_json = store_json
-        self.plan = plan
+        self.index = PlanIndex.from_store_json(root, store_json)
         self.fsync = fsync
         self.hooks: dict[str, int] = {name: h["d"] for name, h in store_json["hooks"].items()}
         self.dtype: str = store_json["dtype"]
@@ -85,46 +74,48 @@ class StoreWriter:
         meta: dict[str, Any],
         hooks: dict[str, int],
         dtype: str,
-        plan: TokenPlan,
+        config: PlanConfig,
+        plan: Callable[[Path], PlanResult],
         overwrite: bool = False,
         fsync: bool = True,
     ) -> StoreWriter:
-        """Create the store, or open it to resume if its fingerprint equals this run's.
+        """Create the store (planning it with `plan(root)`), or open it to resume if its
+        fingerprint equals this run's; an unfinished planning is resumed by `plan`.
 
-        meta: what decides the bytes besides the plan (model id, weights hash, tokenizer,
-            corpus fingerprint, ...); JSON values. hooks: hook name -> width d.
+        meta: what decides the bytes besides hooks, dtype and `config` (model id, weights
+            hash, tokenizer, corpus fingerprint, ...); JSON values. hooks: name -> width d.
         dtype: "float32", "float16" or "bfloat16". overwrite: delete an existing store first.
-        Raises StoreMismatchError (a ValueError) naming every differing field.
-        Not safe for concurrent creation: create once (driver), then `open` from workers.
+        Raises StoreMismatchError (a ValueError) naming every differing field, before any
+        corpus is read. Not safe for concurrent creation: create once, then `open`.
         """
         root = Path(path)
-        fingerprint = build_fingerprint(meta, hooks, dtype, plan)
-        if prepare_directory(root, overwrite):
-            store_json = open_existing(root, fingerprint)
-        else:
-            store_json = create_store(root, fingerprint, hooks, dtype, plan)
-        return cls(root, store_json, plan, fsync)
+        fingerprint = build_fingerprint(meta, hooks, dtype, config)
+        store_json = begin_store(root, fingerprint, overwrite)
+        if store_json is None:
+            store_json = create_store(root, fingerprint, hooks, dtype, config, plan(root))
+        return cls(root, store_json, fsync)
 
     @classmethod
-    def open(cls, path: str | os.PathLike, plan: TokenPlan, fsync: bool = True) -> StoreWriter:
-        """Open a store the driver created, from a worker: never creates or deletes.
-
-        Raises StoreMismatchError if the store was planned differently from `plan`.
-        """
+    def open(cls, path: str | os.PathLike, fsync: bool = True) -> StoreWriter:
+        """Open a store the driver created, from a worker: never creates or deletes."""
         root = Path(path)
-        store_json = read_store_json(root)
-        old = store_json["fingerprint"].get("plan_fingerprint")
-        if old != plan.fingerprint():
-            raise StoreMismatchError(root, {"plan_fingerprint": (old, plan.fingerprint())})
-        return cls(root, store_json, plan, fsync)
+        return cls(root, read_store_json(root), fsync)
+
+    @property
+    def num_units(self) -> int:
+        return self.index.num_units
+
+    @property
+    def num_rows(self) -> int:
+        return self.index.num_rows
 
     def committed_units(self) -> set[int]:
-        return {u for u in committed_units(self.root) if u < self.plan.num_units}
+        return {u for u in committed_units(self.root) if u < self.num_units}
 
     def pending_units(self) -> list[int]:
         """Units without a commit record, in order."""
         done = self.committed_units()
-        return [u for u in range(self.plan.num_units) if u not in done]
+        return [u for u in range(self.num_units) if u not in done]
 
     def write_unit(
         self,
@@ -132,6 +123,7 @@ class StoreWriter:
         activations: dict[str, np.ndarray],
         timing: dict[str, Any] | None = None,
         attempt: dict[str, Any] | None = None,
+        windows: tuple[int, int] | None = None,
     ) -> dict[str, Any]:
         """Write and commit one unit; returns its commit record.
 
@@ -139,8 +131,9 @@ class StoreWriter:
         bfloat16 the raw bits as uint16, e.g. `tensor.view(torch.uint16).numpy()`).
         timing / attempt: JSON-able dicts copied into the record (e.g. forward seconds,
         worker id, attempt number); host and pid are added to attempt.
+        windows: (first, last + 1) windows of the unit, if the caller knows them.
         """
-        start, stop = self.plan.unit_rows(unit)
+        start, stop = self.index.unit_rows(unit)
         arrays_RD = self._check(unit, stop - start, activations)
         for name, extra in (("timing", timing), ("attempt", attempt)):
             try:
@@ -162,11 +155,10 @@ class StoreWriter:
                 name: self._pool.submit(lambda data: hashlib.sha256(data.data).hexdigest(), data_RD)
                 for name, data_RD in arrays_RD.items()
             }
-            current = tokens_file(self.root, unit, self._width)
-            try:  # the token table is built and written here while the pool writes shards
-                tokens = self._write_tokens(current, start, stop)
-            finally:
-                wait_for([*writes.values(), *digests.values()])
+            if windows is None:
+                window = self.index.read_rows(start, stop, ["window"]).column(0)
+                windows = (window[0].as_py(), window[-1].as_py() + 1)
+            wait_for([*writes.values(), *digests.values()])
             checksums = {}
             for name, data_RD in arrays_RD.items():
                 current = self._shard_path(name, unit)
@@ -177,13 +169,11 @@ class StoreWriter:
                     "stored_dtype": self._stored.name,
                 }
             zarr_s = time.perf_counter() - began
-            windows = self.plan.windows_for_unit(unit)
             record = build_record(
                 unit=unit,
                 rows=(start, stop),
-                windows=(windows[0], windows[-1] + 1),
+                windows=windows,
                 arrays=checksums,
-                tokens=tokens,
                 timing={
                     **(timing or {}),
                     "store_zarr_s": round(zarr_s, 6),
@@ -209,14 +199,14 @@ class StoreWriter:
         if pending:
             shown = ", ".join(map(str, pending[:20])) + (" ..." if len(pending) > 20 else "")
             raise ValueError(
-                f"cannot finalize {self.root}: {len(pending)} of {self.plan.num_units} units "
+                f"cannot finalize {self.root}: {len(pending)} of {self.num_units} units "
                 f"are not committed (units {shown}); run the capture again to finish them"
             )
         self._remove_stale_temps()
         consolidate(self.root)
         success = {
-            "num_rows": self.plan.num_rows,
-            "num_units": self.plan.num_units,
+            "num_rows": self.num_rows,
+            "num_units": self.num_units,
             "hooks": self.hooks,
             "dtype": self.dtype,
             "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -283,18 +273,6 @@ class StoreWriter:
             )
         else:  # zarr's own (slower) path, should its shard layout ever differ from ours
             array.with_config({"write_empty_chunks": True})[start:stop] = data_RD
-
-    def _write_tokens(self, path: Path, start: int, stop: int) -> dict[str, Any]:
-        sink = pa.BufferOutputStream()
-        pq.write_table(self.plan.token_table(start, stop), sink, compression="zstd")
-        payload = sink.getvalue()
-        write_atomic(path, [payload], fsync=self.fsync)
-        return {
-            "path": path.relative_to(self.root).as_posix(),
-            "sha256": hashlib.sha256(payload).hexdigest(),
-            "bytes": payload.size,
-            "num_rows": stop - start,
-        }
 
     def _remove_stale_temps(self) -> None:
         """Temps left by killed attempts (hidden, so no reader ever saw them)."""

@@ -134,20 +134,20 @@ def test_write_failure_commits_nothing_and_rerun_completes(tiny_gpt2_path, tmp_p
     import pipeline.store.writer as writer_module
 
     config = tiny_config(tiny_gpt2_path, tmp_path / "s")
-    real_write_tokens = writer_module.StoreWriter._write_tokens
+    real_write_array = writer_module.StoreWriter._write_array
 
-    def full_disk(self, path, start, stop):
-        if start == config.rows_per_unit:  # unit 1
+    def full_disk(self, name, unit, start, stop, data_RD):
+        if unit == 1:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write_tokens(self, path, start, stop)
+        return real_write_array(self, name, unit, start, stop, data_RD)
 
-    monkeypatch.setattr(writer_module.StoreWriter, "_write_tokens", full_disk)
+    monkeypatch.setattr(writer_module.StoreWriter, "_write_array", full_disk)
     with pytest.raises(OSError, match="unit 1.*No space left"):
         capture(config, progress=False)
     committed = sorted(p.name for p in (tmp_path / "s" / "units").glob("*.json"))
     assert "unit-00001.json" not in committed and "unit-00000.json" in committed
     assert not (tmp_path / "s" / "_SUCCESS").exists()
-    monkeypatch.setattr(writer_module.StoreWriter, "_write_tokens", real_write_tokens)
+    monkeypatch.setattr(writer_module.StoreWriter, "_write_array", real_write_array)
     result = capture(config, progress=False)
     assert result.units_computed == result.num_units - len(committed)
     ActivationStore.open(result.path).verify()

@@ -14,8 +14,15 @@ from pathlib import Path
 import pytest
 
 from pipeline.capture import CaptureConfig, capture
+from pipeline.store.corpus import Corpus, CorpusConfig
 from pipeline.store.reader import ActivationStore
-from tests.helpers import capture_config, leftover_temp_files, store_arrays_equal
+from tests.helpers import (
+    capture_config,
+    leftover_temp_files,
+    pydoc_texts,
+    store_arrays_equal,
+    write_pydoc_jsonl,
+)
 
 ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
@@ -107,6 +114,85 @@ def test_gpu_request_on_cluster_without_gpus_fails_at_once(ray_cluster, tiny_gpt
     assert not (tmp_path / "ray").exists()
 
 
+def test_driver_killed_while_planning_then_rerun_equals_clean_run(
+    ray_cluster, tiny_gpt2_path, tmp_path
+):
+    texts = "".join(json.dumps({"text": t}) + "\n" for t in pydoc_texts(24))
+    (tmp_path / "corpus.jsonl").write_text(texts)
+    out = tmp_path / "ray"
+    config = ray_config(
+        tiny_gpt2_path,
+        out,
+        max_tokens=None,
+        corpus=CorpusConfig(kind="jsonl", path=str(tmp_path / "corpus.jsonl"), shard_bytes=1000),
+    )
+    sets = {
+        "model": config.model,
+        "hooks": "[layer_1, layer_3]",
+        "dtype": "float16",
+        "context_length": 64,
+        "rows_per_unit": 512,
+        "batch_size": 2,
+        "num_workers": 2,
+        "num_cpus_per_worker": 0.5,
+        "torch_threads": 1,
+        "corpus.kind": "jsonl",
+        "corpus.path": str(tmp_path / "corpus.jsonl"),
+        "corpus.shard_bytes": 1000,
+    }
+    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    parts = lambda: sorted((out / "plan").glob("part-*.json"))  # noqa: E731
+    _run_driver_until(ray_cluster, args, out, lambda: len(parts()) >= 3)
+    planned_at_kill = len(parts())
+    assert not (out / "store.json").exists(), "the driver must die while planning"
+    num_shards = len(Corpus(config.corpus).shards())
+    assert 3 <= planned_at_kill < num_shards
+
+    from pipeline.distributed import run_capture
+
+    result = run_capture(config, progress=False)
+    ActivationStore.open(out).verify()
+    assert leftover_temp_files(out) == []
+    clean = tmp_path / "clean"
+    capture(replace(config, out=str(clean)), progress=False)
+    assert store_arrays_equal(clean, out)
+    for folder in ("tokens", "docs", "plan"):
+        names = sorted(p.name for p in (clean / folder).iterdir())
+        assert names == sorted(p.name for p in (out / folder).iterdir())
+        for name in names:  # part records hold no timestamps: every byte is the same
+            assert (clean / folder / name).read_bytes() == (out / folder / name).read_bytes()
+    assert result.num_rows == ActivationStore.open(clean).num_rows
+
+
+def _run_driver_until(ray_cluster, args, out, condition) -> None:
+    """Run `jobs.capture` on the cluster and SIGKILL it once `condition()` holds."""
+    env = {
+        **os.environ,
+        "RAY_ADDRESS": ray_cluster.address_info["gcs_address"],
+        "RAY_AUTH_MODE": "disabled",
+    }
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "jobs.capture", "--quiet", *args, "--out", str(out)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and not condition():
+            assert driver.poll() is None, "the driver ended before it could be killed"
+            time.sleep(0.02)
+        os.killpg(driver.pid, signal.SIGKILL)
+    finally:
+        driver.wait()
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert ray.available_resources().get("CPU", 0) == 2, "the killed job's tasks never exited"
+
+
 def test_killed_driver_then_rerun_equals_clean_run(
     ray_cluster, tiny_gpt2_path, clean_store, tmp_path
 ):
@@ -181,24 +267,35 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_parallel_planning_equals_single_process_plan(ray_cluster, tiny_gpt2_path, tmp_path):
+def test_planning_in_ray_tasks_writes_the_same_parts_as_one_process(
+    ray_cluster, tiny_gpt2_path, tmp_path
+):
     from transformers import AutoTokenizer
 
-    from pipeline.distributed.planning import plan_in_parallel
-    from pipeline.store.corpus import Corpus
-    from pipeline.store.plan import build_plan
+    from pipeline.distributed.planning import ray_planner
+    from pipeline.store.corpus import Corpus, CorpusConfig
+    from pipeline.store.plan import PlanConfig
+    from pipeline.store.planner import plan_corpus
 
-    config = ray_config(tiny_gpt2_path, tmp_path / "unused", max_tokens=None)
-    parallel = plan_in_parallel(config, min_docs_per_task=10)
-    assert parallel is not None, "79 documents at 10 per task must be planned in parallel"
-    single = build_plan(
-        Corpus(config.corpus),
-        AutoTokenizer.from_pretrained(tiny_gpt2_path),
-        context_length=config.context_length,
-        rows_per_unit=config.rows_per_unit,
+    corpus = Corpus(
+        CorpusConfig(
+            kind="jsonl", path=str(write_pydoc_jsonl(tmp_path / "c.jsonl")), shard_bytes=40_000
+        )
     )
-    assert parallel.fingerprint() == single.fingerprint()
-    assert parallel.num_rows == single.num_rows > 100_000
+    assert len(corpus.shards()) > 8
+    tokenizer = AutoTokenizer.from_pretrained(tiny_gpt2_path)
+    config = PlanConfig(context_length=64, rows_per_unit=512)
+    single = plan_corpus(tmp_path / "one", corpus, tokenizer, config, fsync=False)
+    parallel = ray_planner(tiny_gpt2_path, max_in_flight=3)(
+        tmp_path / "ray", corpus, tokenizer, config
+    )
+    assert parallel.fingerprint == single.fingerprint
+    assert parallel.stats == single.stats and parallel.num_rows > 100_000
+    for folder in ("tokens", "docs"):
+        one = sorted((tmp_path / "one" / folder).glob("*.parquet"))
+        assert len(one) == len(parallel.parts) > 8
+        for path in one:
+            assert path.read_bytes() == (tmp_path / "ray" / folder / path.name).read_bytes()
 
 
 def test_sae_stats_on_ray_equal_local(ray_cluster, clean_store, tmp_path):

@@ -12,7 +12,7 @@ from jobs.train_sae import main as train_main
 from pipeline.sae import TopKSae, load_sae
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, train_sae
 from pipeline.store.writer import StoreWriter
-from tests.store_helpers import small_plan
+from tests.store_helpers import planner_for, small_plan
 
 D = 16
 
@@ -91,7 +91,13 @@ def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("sae-store") / "s"
     plan = small_plan(num_docs=2, rows_per_unit=200)
     writer = StoreWriter.create_or_open(
-        path, {"model_id": "synthetic"}, {"blocks.1": D}, "float32", plan, fsync=False
+        path,
+        {"model_id": "synthetic"},
+        {"blocks.1": D},
+        "float32",
+        plan.config,
+        planner_for(plan),
+        fsync=False,
     )
     generator = np.random.default_rng(0)
     atoms = generator.standard_normal((32, D)).astype(np.float32)

@@ -19,7 +19,7 @@ from pipeline.sae import JumpReluSae, ReluSae, load_sae
 from pipeline.sae.from_store import train_sae_from_store
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step
 from pipeline.store.writer import StoreWriter
-from tests.store_helpers import small_plan
+from tests.store_helpers import planner_for, small_plan
 
 D, NUM_ATOMS, K, HOOK = 32, 64, 4, "blocks.1"
 SPARSITY = {
@@ -53,7 +53,13 @@ def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("sparse-store") / "s"
     plan = small_plan(num_docs=8, rows_per_unit=2000)
     writer = StoreWriter.create_or_open(
-        path, {"model_id": "synthetic"}, {HOOK: D}, "float32", plan, fsync=False
+        path,
+        {"model_id": "synthetic"},
+        {HOOK: D},
+        "float32",
+        plan.config,
+        planner_for(plan),
+        fsync=False,
     )
     for unit in range(plan.num_units):
         start, stop = plan.unit_rows(unit)

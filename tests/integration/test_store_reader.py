@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import xarray as xr
@@ -16,7 +18,7 @@ import zarr
 
 from jobs.inspect import main as inspect_main
 from pipeline.store import ActivationStore, NotAStoreError, StoreVerificationError
-from tests.store_helpers import HOOKS, expected_float32, small_plan, write_store
+from tests.store_helpers import HOOKS, expected_float32, small_plan, token_table, write_store
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK = "encoder.layer.5"
@@ -49,7 +51,8 @@ def test_open_exposes_hooks_rows_widths_and_meta(store_path):
     assert store.hooks == list(HOOKS)
     assert store.num_rows == small_plan().num_rows
     assert store.d(HOOK) == 8
-    assert store.meta["fingerprint"]["plan_fingerprint"] == small_plan().fingerprint()
+    assert store.meta["fingerprint"]["model_id"] == "sentence-transformers/all-MiniLM-L6-v2"
+    assert len(store.meta["plan_fingerprint"]) == 64
 
 
 def test_read_accepts_slices_and_unsorted_index_arrays(store_path):
@@ -81,15 +84,20 @@ def test_iter_batches_covers_all_rows_in_order(store_path):
 def test_tokens_equal_the_plan_token_table(store_path):
     store = ActivationStore.open(store_path)
     plan = small_plan()
-    assert store.tokens().equals(plan.token_table(0, plan.num_rows))
-    assert store.tokens(slice(495, 505)).equals(plan.token_table(495, 505))
+    assert store.tokens().equals(token_table(plan))
+    assert store.tokens(slice(495, 505)).equals(token_table(plan, 495, 505))
     assert store.tokens([1200, 7]).column("row").to_pylist() == [1200, 7]
+    last = plan.num_rows - 1  # the closing part's [SEP]
+    assert store.tokens([last, 0]).equals(
+        pa.concat_tables([token_table(plan, last, last + 1), token_table(plan, 0, 1)])
+    )
 
 
 def test_docs_table_lists_every_document(store_path):
     docs = ActivationStore.open(store_path).docs()
     assert docs.column("doc_id").to_pylist() == [0, 1, 2, 3]
     assert docs.schema.names == ["doc_id", "source", "text", "num_tokens"]
+    assert docs.equals(small_plan().docs)
 
 
 def test_to_pandas_joins_tokens_with_one_list_column_per_hook(store_path):
@@ -135,25 +143,33 @@ def test_verify_detects_a_damaged_shard_index(store_copy):
         ActivationStore.open(store_copy).verify()
 
 
-def test_verify_reports_missing_units_tokens_and_success(store_copy):
+def test_verify_reports_missing_units_token_parts_and_success(store_copy):
     (store_copy / "units" / "unit-00001.json").unlink()
-    (store_copy / "tokens" / "unit-00002.parquet").unlink()
+    (store_copy / "tokens" / "part-00000.parquet").unlink()
     (store_copy / "_SUCCESS").unlink()
     with pytest.raises(StoreVerificationError) as info:
         ActivationStore.open(store_copy).verify()
     problems = "\n".join(info.value.problems)
     assert "1 units not committed: 1" in problems
-    assert "unit 2: token table" in problems and "missing" in problems
+    assert "part 0: tokens file tokens/part-00000.parquet is missing" in problems
     assert "_SUCCESS is missing" in problems
 
 
-def test_verify_detects_a_changed_token_table(store_copy):
-    path = store_copy / "tokens" / "unit-00000.parquet"
+def test_verify_detects_a_changed_token_part(store_copy):
+    path = store_copy / "tokens" / "part-00000.parquet"
     table = pq.read_table(path)
     pq.write_table(table.slice(0, 10), path)
     with pytest.raises(
-        StoreVerificationError, match="unit 0: token table unit-00000.parquet does not match"
+        StoreVerificationError, match="part 0: tokens file tokens/part-00000.parquet does not match"
     ):
+        ActivationStore.open(store_copy).verify()
+
+
+def test_verify_detects_parts_that_do_not_tile_the_rows(store_copy):
+    meta = json.loads((store_copy / "store.json").read_text())
+    meta["parts"] = meta["parts"][1:]
+    (store_copy / "store.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreVerificationError, match=r"part 1: starts at row \d+, expected 0"):
         ActivationStore.open(store_copy).verify()
 
 
@@ -167,12 +183,27 @@ def test_opening_something_that_is_not_a_store_is_a_clear_error(tmp_path):
         ActivationStore.open(tmp_path / "f")
 
 
+def test_opening_a_format_1_store_is_refused_with_what_to_do(store_copy):
+    meta = json.loads((store_copy / "store.json").read_text())
+    (store_copy / "store.json").write_text(json.dumps({**meta, "format_version": 1}))
+    with pytest.raises(NotAStoreError, match="is a format 1 store") as info:
+        ActivationStore.open(store_copy)
+    assert "capture it again" in str(info.value)
+
+
+def test_opening_a_store_still_being_planned_says_so(store_copy):
+    (store_copy / "store.json").unlink()
+    with pytest.raises(NotAStoreError, match="still being planned"):
+        ActivationStore.open(store_copy)
+
+
 def test_pandas_reads_the_token_tables_without_the_pipeline(store_path):
-    (store_path / "tokens" / ".unit-00003.parquet.1-x.tmp").write_bytes(b"in progress")
+    temp = store_path / "tokens" / ".part-00001.parquet.1-x.tmp"
+    temp.write_bytes(b"in progress")
     try:
         df = pd.read_parquet(store_path / "tokens")
     finally:
-        (store_path / "tokens" / ".unit-00003.parquet.1-x.tmp").unlink()
+        temp.unlink()
     assert len(df) == small_plan().num_rows
     assert df["row"].tolist() == list(range(len(df)))
     assert df["token"].iloc[0] == "[CLS]"

@@ -5,18 +5,16 @@ from __future__ import annotations
 import logging
 
 import numpy as np
-import pyarrow as pa
 import pytest
 
 from pipeline.store.corpus import Document
 from pipeline.store.plan import (
     PlanConfig,
-    assemble_plan,
     build_plan,
     special_tokens,
     tokenize_documents,
 )
-from pipeline.store.windows import layout_rows
+from pipeline.store.windows import WindowSpec, layout_shard
 from tests.store_helpers import minilm_tokenizer, pydoc_documents, small_plan
 
 CLS, SEP = 101, 102
@@ -134,16 +132,6 @@ def test_build_is_deterministic_and_fingerprint_tracks_the_rows():
     assert a.fingerprint() == b.fingerprint() != c.fingerprint()
 
 
-def test_assembling_shards_tokenized_separately_gives_the_same_plan():
-    docs = pydoc_documents(4)
-    tokenizer = minilm_tokenizer()
-    token_ids = tokenize_documents(docs[:1], tokenizer) + tokenize_documents(docs[1:], tokenizer)
-    plan = assemble_plan(
-        docs, token_ids, tokenizer, PlanConfig(context_length=48, rows_per_unit=500)
-    )
-    assert plan.fingerprint() == small_plan().fingerprint()
-
-
 def test_empty_documents_are_skipped_counted_and_keep_ids():
     docs = [
         Document(0, "a", "hello world"),
@@ -178,19 +166,6 @@ def test_plan_config_names_invalid_fields():
         PlanConfig(context_length=8, rows_per_unit=0)
     with pytest.raises(ValueError, match="max_tokens must be >= 1"):
         PlanConfig(context_length=8, max_tokens=0)
-
-
-def test_token_table_has_the_documented_schema_and_token_strings():
-    plan = small_plan()
-    table = plan.token_table(10, 20)
-    assert table.schema.names == [
-        "row", "doc_id", "window", "position", "token_id", "is_special", "token",
-    ]  # fmt: skip
-    assert table.schema.field("row").type == pa.int64()
-    assert table.schema.field("token_id").type == pa.int32()
-    assert table.column("row").to_pylist() == list(range(10, 20))
-    ids = table.column("token_id").to_pylist()
-    assert table.column("token").to_pylist() == minilm_tokenizer().convert_ids_to_tokens(ids)
 
 
 def test_long_documents_do_not_trigger_the_max_length_warning():
@@ -231,18 +206,19 @@ def test_gpt2_style_tokenizer_packs_with_eos_and_no_wrappers(bpe_tokenizer_dir):
     assert (np.diff(plan.window_offsets)[:-1] == 32).all()
 
 
-def test_layout_rows_places_prefix_suffix_and_separators():
-    rows = layout_rows(
+def test_layout_places_prefix_suffix_and_separators():
+    spec = WindowSpec(budget=3, mode="packing", prefix=(1,), suffix=(2,), separator=0)
+    rows = layout_shard(
         [np.array([5, 6, 7], np.int32), np.array([8], np.int32)],
         np.array([10, 12]),
-        budget=3,
-        mode="packing",
-        prefix=(1,),
-        suffix=(2,),
-        separator=0,
-    )
+        spec,
+        content_start=0,
+        window_start=0,
+        close=True,
+    ).rows
     # content stream 5 6 7 0 | 8 0 -> windows [5 6 7] [0 8 0]
     assert rows.token_id.tolist() == [1, 5, 6, 7, 2, 1, 0, 8, 0, 2]
     assert rows.doc_id.tolist() == [10, 10, 10, 10, 10, 10, 10, 12, 12, 12]
     assert rows.is_special.tolist() == [1, 0, 0, 0, 1, 1, 1, 0, 1, 1]
-    assert rows.window_offsets.tolist() == [0, 5, 10]
+    assert rows.window.tolist() == [0] * 5 + [1] * 5
+    assert rows.position.tolist() == [0, 1, 2, 3, 4] * 2
