@@ -20,6 +20,7 @@ SUITES = {
     "interventions": "pipeline.bench.interventions",
     "sae-stats": "pipeline.bench.sae_stats",
     "scale": "pipeline.bench.scale",
+    "scale-e2e": "pipeline.bench.scale_e2e",
 }
 
 

@@ -3,8 +3,9 @@ the whole capture call against a bare forward that tokenizes the same tokens.
 
 Corpora are the pydoc topics repeated as JSONL (about 124k MiniLM tokens per copy), so a
 larger corpus is more of the same text and only size changes. Captures whose memory is
-measured run in fresh subprocesses (peak RSS is per process); actors report their own
-peak RSS in each unit's commit record (`timing.peak_rss_mb`).
+measured run in fresh subprocesses, each reporting its own peak RSS (VmHWM, which unlike
+ru_maxrss does not inherit the parent's); actors report theirs in each unit's commit
+record (`timing.peak_rss_mb`).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ def pydoc_jsonl(path: Path, num_tokens: int) -> Path:
 
 _CAPTURE_SCRIPT = textwrap.dedent(
     """
-    import json, resource, sys, time
+    import json, sys, time
     from pipeline.capture import capture
+    from pipeline.capture.worker import peak_rss_mb
     from pipeline.capture.config_io import config_from_dict
     from pipeline.store.reader import ActivationStore
     config = config_from_dict(json.loads(sys.argv[1]))
@@ -61,7 +63,7 @@ _CAPTURE_SCRIPT = textwrap.dedent(
         actors[worker] = max(actors.get(worker, 0), record["timing"]["peak_rss_mb"])
     print(json.dumps({
         "wall_s": wall,
-        "driver_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "driver_rss_mb": peak_rss_mb(),
         "actor_rss_mb": max(actors.values()),
         "num_rows": result.num_rows,
         "documents_read": store.meta["plan"]["num_documents"],

@@ -198,7 +198,7 @@ class UnitWorker:
             "compute_s": round(time.perf_counter() - began, 6),
             # Peak memory of this worker's process so far: the scale benchmark reads it
             # from the commit records, as it cannot see into Ray's actor processes.
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_mb": peak_rss_mb(),
         }
         span = (int(windows.ids[0]), int(windows.ids[-1]) + 1)
         return activations, span, timing
@@ -233,6 +233,19 @@ class UnitWorker:
         if fault.get("signal") == "SIGKILL":
             os.kill(os.getpid(), signal.SIGKILL)
         os._exit(17)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (VmHWM). Unlike getrusage's ru_maxrss, it
+    starts afresh at exec, so a process started by a large parent reports its own peak."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
 def _as_numpy(buffer_RD: torch.Tensor) -> np.ndarray:

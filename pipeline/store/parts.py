@@ -10,8 +10,7 @@ Planning a shard has two steps so that the expensive one needs nothing from othe
    `docs/part-N.parquet` and, last, the part's record `plan/part-N.json`. Its presence is
    the part's commit, as a unit record is a unit's.
 
-Token files keep row groups aligned to global multiples of `group_rows` (a multiple of
-rows_per_unit), so reading one unit's rows decodes one or two row groups.
+The files themselves are written by part_files.py.
 
 Legend: N rows, D documents.
 """
@@ -21,21 +20,19 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from pipeline.store.atomic import write_atomic
 from pipeline.store.corpus import Corpus, CorpusShard
 from pipeline.store.layout import docs_part_file, part_record_file, tokens_part_file
 from pipeline.store.meta import write_json_atomic
-from pipeline.store.plan import TOKEN_SCHEMA, is_blank, rows_digest, tokenize_documents
-from pipeline.store.windows import RowArrays, WindowSpec, closing_suffix, layout_shard
+from pipeline.store.part_files import TokenPartSink, docs_file_bytes, hash_strings, write_file
+from pipeline.store.plan import is_blank, tokenize_documents
+from pipeline.store.windows import WindowSpec, closing_suffix, layout_shard
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
@@ -48,12 +45,8 @@ DOCS_SCHEMA = pa.schema(
         ("num_tokens", pa.int64()),
     ]
 )
-TARGET_GROUP_ROWS = 65536
-
-
-def group_rows(rows_per_unit: int) -> int:
-    """Rows per Parquet row group: whole units, about TARGET_GROUP_ROWS."""
-    return rows_per_unit * max(1, TARGET_GROUP_ROWS // rows_per_unit)
+LAYOUT_CHUNK_TOKENS = 1 << 18  # content tokens laid out at once (bounds publish's memory)
+_FIRST_BOUNDED_BATCH = 8  # documents read first under max_tokens; doubled up to batch_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,21 +85,25 @@ def tokenize_shard(
     """
     documents, per_doc, num_tokens = [], [], 0
     reader = corpus.read_shard(shard)
+    bounded = rows_left is not None or docs_left is not None
+    size = _FIRST_BOUNDED_BATCH if bounded else batch_size  # a bound may need a few documents
     while (rows_left is None or num_tokens < rows_left) and (
         docs_left is None or len(documents) < docs_left
     ):
-        batch = list(itertools.islice(reader, batch_size))
+        batch = list(itertools.islice(reader, size))
         if not batch:
             break
         documents += batch
-        per_doc += tokenize_documents(batch, tokenizer, batch_size=batch_size)
+        per_doc += tokenize_documents(batch, tokenizer, batch_size=size)
         num_tokens += sum(len(ids) for ids in per_doc[-len(batch) :])
+        size = min(2 * size, batch_size)
     lengths = np.array([len(ids) for ids in per_doc], dtype=np.int64)
     token_ids = np.concatenate(per_doc) if per_doc else np.zeros(0, np.int32)
     specials = [*spec.prefix, *spec.suffix] + (
         [spec.separator] if spec.separator is not None else []
     )
-    vocab_ids = np.unique(np.concatenate([token_ids, np.asarray(specials, np.int32)]))
+    used = np.concatenate([token_ids, np.asarray(specials, np.int32)])
+    vocab_ids = np.flatnonzero(np.bincount(used)) if len(used) else np.zeros(0, np.int64)
     return ShardTokens(
         shard=shard,
         sources=[doc.source for doc in documents],
@@ -144,18 +141,32 @@ class PartWriter:
 
 
 def publish_part(writer: PartWriter, tokens: ShardTokens, at: PartOffsets) -> dict[str, Any]:
-    """Lay out one tokenized shard at its global offsets and commit it (step 2)."""
+    """Lay out one tokenized shard at its global offsets and commit it (step 2).
+
+    The shard is laid out a chunk of documents at a time (windows are defined on global
+    offsets, so chunks join exactly as the whole shard would), keeping memory bounded by
+    LAYOUT_CHUNK_TOKENS rather than by the shard.
+    """
     num_docs = documents_needed(tokens.lengths, at.rows_left, at.docs_left)
     lengths = tokens.lengths[:num_docs]
     ends = np.cumsum(lengths)
-    kept = np.flatnonzero(lengths > 0)
-    layout = layout_shard(
-        [tokens.token_ids[ends[i] - lengths[i] : ends[i]] for i in kept],
-        at.doc_start + kept,
-        writer.spec,
-        content_start=at.content_start,
-        window_start=at.window_start,
+    sink = TokenPartSink(
+        at.row_start, writer.rows_per_unit, (tokens.vocab_ids, tokens.vocab_tokens), at.rows_left
     )
+    num_content = num_windows = 0
+    last_doc_id = None
+    for chunk in _document_chunks(lengths, LAYOUT_CHUNK_TOKENS):
+        layout = layout_shard(
+            [tokens.token_ids[ends[i] - lengths[i] : ends[i]] for i in chunk],
+            at.doc_start + chunk,
+            writer.spec,
+            content_start=at.content_start + num_content,
+            window_start=at.window_start + num_windows,
+        )
+        sink.append(layout.rows)
+        num_content += layout.num_content
+        num_windows += layout.num_windows_started
+        last_doc_id = layout.last_doc_id
     docs = pa.Table.from_arrays(
         [
             pa.array(at.doc_start + np.arange(num_docs, dtype=np.int64)),
@@ -171,19 +182,27 @@ def publish_part(writer: PartWriter, tokens: ShardTokens, at: PartOffsets) -> di
         "num_replaced_chars": int(tokens.num_replaced_chars[:num_docs].sum()),
         "num_tokens": int(lengths.sum()),
     }
-    record = _commit_part(
-        writer, at, layout.rows, (tokens.vocab_ids, tokens.vocab_tokens), docs, stats
-    )
+    record = _commit_files(writer, at, sink, docs, stats)
     record.update(
         shard=tokens.shard.to_dict(),
-        content_stop=at.content_start + layout.num_content,
-        window_stop=at.window_start + layout.num_windows_started,
-        last_doc_id=layout.last_doc_id,
+        content_stop=at.content_start + num_content,
+        window_stop=at.window_start + num_windows,
+        last_doc_id=last_doc_id,
         docs_exhausted=at.docs_left is not None and num_docs == at.docs_left,
         docs_dropped=tokens.num_documents - num_docs,
     )
     _write_record(writer, at.part, record)
     return record
+
+
+def _document_chunks(lengths: np.ndarray, chunk_tokens: int) -> list[np.ndarray]:
+    """Indices of the non-empty documents, cut into runs of about chunk_tokens tokens
+    (a longer document is a run of its own)."""
+    kept = np.flatnonzero(lengths > 0)
+    if len(kept) == 0:
+        return []
+    before = np.cumsum(lengths[kept]) - lengths[kept]
+    return np.split(kept, np.flatnonzero(np.diff(before // chunk_tokens)) + 1)
 
 
 def documents_needed(lengths: np.ndarray, rows_left: int | None, docs_left: int | None) -> int:
@@ -208,7 +227,9 @@ def publish_closing_part(
     if len(rows) == 0:
         return None
     zero = {"num_documents": 0, "num_skipped_empty": 0, "num_replaced_chars": 0, "num_tokens": 0}
-    record = _commit_part(writer, at, rows, vocab, pa.Table.from_pylist([], DOCS_SCHEMA), zero)
+    sink = TokenPartSink(at.row_start, writer.rows_per_unit, vocab, at.rows_left)
+    sink.append(rows)
+    record = _commit_files(writer, at, sink, pa.Table.from_pylist([], DOCS_SCHEMA), zero)
     record.update(
         shard=None,
         content_stop=at.content_start,
@@ -226,97 +247,43 @@ def _write_record(writer: PartWriter, part: int, record: dict[str, Any]) -> None
     write_json_atomic(path, record)
 
 
-def special_vocab(spec: WindowSpec, tokenizer: PreTrainedTokenizerBase):
-    """(ids, strings) of the spec's special tokens, for the closing part."""
-    ids = np.unique(np.asarray([*spec.prefix, *spec.suffix], dtype=np.int32))
-    return ids, tokenizer.convert_ids_to_tokens(ids.tolist())
-
-
-def _commit_part(
+def _commit_files(
     writer: PartWriter,
     at: PartOffsets,
-    rows: RowArrays,
-    vocab: tuple[np.ndarray, list[str]],
+    sink: TokenPartSink,
     docs: pa.Table,
     stats: dict[str, int],
 ) -> dict[str, Any]:
-    """Write the part's token and docs files (record not yet written); return the record."""
-    full_rows = len(rows)
-    if at.rows_left is not None:
-        rows = rows.head(max(0, min(full_rows, at.rows_left)))
-    row_stop = at.row_start + len(rows)
-    table = _token_table(rows, at.row_start, vocab)
-    token_path = tokens_part_file(writer.root, at.part, writer.name_width)
-    docs_path = docs_part_file(writer.root, at.part, writer.name_width)
-    digest = hashlib.sha256(rows_digest(rows).encode())
+    """Write the part's token and docs files (not yet its record); return the record."""
+    digest = hashlib.sha256(sink.digest.hexdigest().encode())
     for column in ("source", "text"):
-        for value in docs.column(column).to_pylist():
-            digest.update(value.encode() + b"\0")
+        hash_strings(digest, docs.column(column).combine_chunks())
+    width, root = writer.name_width, writer.root
+    tokens_path = tokens_part_file(root, at.part, width)
+    docs_path = docs_part_file(root, at.part, width)
     return {
         "part": at.part,
         "row_start": at.row_start,
-        "row_stop": row_stop,
+        "row_stop": sink.row_stop,
         "doc_start": at.doc_start,
         "doc_stop": at.doc_start + docs.num_rows,
         "content_start": at.content_start,
         "window_start": at.window_start,
-        "rows_cut": full_rows - len(rows),
-        "last_window": int(rows.window[-1]) if len(rows) else None,
+        "rows_cut": sink.rows_cut,
+        "last_window": sink.last_window,
         **stats,
         "digest": digest.hexdigest(),
-        "tokens": _write_parquet(
-            writer, token_path, table, _group_sizes(at.row_start, row_stop, writer.rows_per_unit)
+        "tokens": write_file(
+            root, tokens_path, sink.close(), sink.row_stop - at.row_start, writer.fsync
         ),
-        "docs": _write_parquet(writer, docs_path, docs, [max(docs.num_rows, 1)]),
+        "docs": write_file(root, docs_path, docs_file_bytes(docs), docs.num_rows, writer.fsync),
     }
 
 
-def _token_table(rows: RowArrays, row_start: int, vocab: tuple[np.ndarray, list[str]]) -> pa.Table:
-    vocab_ids, vocab_tokens = vocab
-    where = np.searchsorted(vocab_ids, rows.token_id)
-    strings = pa.array(vocab_tokens, pa.string()).take(pa.array(where, pa.int64()))
-    columns = [
-        pa.array(row_start + np.arange(len(rows), dtype=np.int64)),
-        pa.array(rows.doc_id),
-        pa.array(rows.window),
-        pa.array(rows.position),
-        pa.array(rows.token_id),
-        pa.array(rows.is_special),
-        strings,
-    ]
-    return pa.Table.from_arrays(columns, schema=TOKEN_SCHEMA)
-
-
-def _group_sizes(row_start: int, row_stop: int, rows_per_unit: int) -> list[int]:
-    """Row group sizes that cut [row_start, row_stop) at global multiples of group_rows."""
-    size = group_rows(rows_per_unit)
-    cuts = list(range((row_start // size + 1) * size, row_stop, size))
-    bounds = [row_start, *cuts, row_stop]
-    return [b - a for a, b in zip(bounds, bounds[1:], strict=False) if b > a] or [1]
-
-
-def _write_parquet(
-    writer: PartWriter, path: Path, table: pa.Table, groups: Sequence[int]
-) -> dict[str, Any]:
-    sink = pa.BufferOutputStream()
-    with pq.ParquetWriter(sink, table.schema, compression="zstd") as out:
-        if table.num_rows == 0:
-            out.write_table(table)
-        offset = 0
-        for size in groups:
-            if offset >= table.num_rows:
-                break
-            out.write_table(table.slice(offset, size), row_group_size=size)
-            offset += size
-    payload = sink.getvalue()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomic(path, [payload], fsync=writer.fsync)
-    return {
-        "path": path.relative_to(writer.root).as_posix(),
-        "sha256": hashlib.sha256(payload).hexdigest(),
-        "bytes": payload.size,
-        "num_rows": table.num_rows,
-    }
+def special_vocab(spec: WindowSpec, tokenizer: PreTrainedTokenizerBase):
+    """(ids, strings) of the spec's special tokens, for the closing part."""
+    ids = np.unique(np.asarray([*spec.prefix, *spec.suffix], dtype=np.int32))
+    return ids, tokenizer.convert_ids_to_tokens(ids.tolist())
 
 
 def read_part_record(root: Path, part: int, width: int) -> dict[str, Any] | None:

@@ -154,14 +154,37 @@ def unit_rows(unit: int, rows_per_unit: int, num_rows: int) -> tuple[int, int]:
     return start, min(start + rows_per_unit, num_rows)
 
 
+class RowsDigest:
+    """sha256 over the row arrays, fed in chunks: the same digest however rows are cut.
+
+    One hash per column over its little-endian bytes, then one over the column names,
+    dtypes, the row count and the column hashes.
+    """
+
+    COLUMNS = (("token_id", "<i4"), ("doc_id", "<i8"), ("window", "<i8"), ("position", "<i4"))
+
+    def __init__(self) -> None:
+        names = [name for name, _ in self.COLUMNS] + ["is_special"]
+        self._columns = {name: hashlib.sha256() for name in names}
+        self.num_rows = 0
+
+    def update(self, rows: RowArrays) -> RowsDigest:
+        for name, dtype in self.COLUMNS:
+            self._columns[name].update(np.ascontiguousarray(getattr(rows, name), dtype).data)
+        self._columns["is_special"].update(np.ascontiguousarray(rows.is_special, "|b1").data)
+        self.num_rows += len(rows)
+        return self
+
+    def hexdigest(self) -> str:
+        digest = hashlib.sha256(f"rows:{self.num_rows}\0".encode())
+        for name, column in self._columns.items():
+            digest.update(f"{name}:{column.hexdigest()}\0".encode())
+        return digest.hexdigest()
+
+
 def rows_digest(rows: RowArrays) -> str:
-    """sha256 over the row arrays (dtype, length and bytes of each), in a fixed order."""
-    digest = hashlib.sha256()
-    for name in ("token_id", "doc_id", "window", "position", "is_special"):
-        array = np.ascontiguousarray(getattr(rows, name))
-        digest.update(f"{name}:{array.dtype.str}:{len(array)}\0".encode())
-        digest.update(array.data)
-    return digest.hexdigest()
+    """`RowsDigest` of rows held whole."""
+    return RowsDigest().update(rows).hexdigest()
 
 
 def is_blank(text: str) -> bool:

@@ -47,6 +47,20 @@ class RowArrays:
         """The first `num_rows` rows (a window crossing the cut ends early)."""
         return RowArrays(**{name: getattr(self, name)[:num_rows] for name in _FIELDS})
 
+    def tail(self, start: int) -> RowArrays:
+        """The rows from `start` on."""
+        return RowArrays(**{name: getattr(self, name)[start:] for name in _FIELDS})
+
+    @staticmethod
+    def empty() -> RowArrays:
+        return RowArrays(
+            token_id=np.zeros(0, np.int32),
+            doc_id=np.zeros(0, np.int64),
+            window=np.zeros(0, np.int64),
+            position=np.zeros(0, np.int32),
+            is_special=np.zeros(0, bool),
+        )
+
     @staticmethod
     def concat(parts: list[RowArrays]) -> RowArrays:
         return RowArrays(
@@ -94,7 +108,7 @@ def layout_shard(
     """
     if not token_ids:
         return ShardLayout(
-            rows=_empty_rows(), num_content=0, num_windows_started=0, last_doc_id=None
+            rows=RowArrays.empty(), num_content=0, num_windows_started=0, last_doc_id=None
         )
     lengths_D = np.array([len(t) for t in token_ids], dtype=np.int64)
     assert lengths_D.min() > 0 and len(doc_ids) == len(token_ids)
@@ -139,7 +153,7 @@ def layout_shard(
 def closing_suffix(spec: WindowSpec, *, num_content: int, last_doc_id: int) -> RowArrays:
     """Packing: the suffix rows of the corpus's last window, when no shard closed it."""
     if spec.mode != "packing" or not spec.suffix or num_content % spec.budget == 0:
-        return _empty_rows()
+        return RowArrays.empty()
     window = (num_content - 1) // spec.budget
     first = len(spec.prefix) + num_content - window * spec.budget
     size = len(spec.suffix)
@@ -215,14 +229,4 @@ def _wrap_segments(
         window=window_N,
         position=position_N,
         is_special=special_N,
-    )
-
-
-def _empty_rows() -> RowArrays:
-    return RowArrays(
-        token_id=np.zeros(0, np.int32),
-        doc_id=np.zeros(0, np.int64),
-        window=np.zeros(0, np.int64),
-        position=np.zeros(0, np.int32),
-        is_special=np.zeros(0, bool),
     )

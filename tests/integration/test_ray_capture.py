@@ -211,36 +211,12 @@ def test_killed_driver_then_rerun_equals_clean_run(
         "torch_threads": 1,
     }
     args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
-    env = {
-        **os.environ,
-        "RAY_ADDRESS": ray_cluster.address_info["gcs_address"],
-        "RAY_AUTH_MODE": "disabled",
-    }
-    driver = subprocess.Popen(
-        [sys.executable, "-m", "jobs.capture", "--quiet", *args, "--out", str(out)],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
+    _run_driver_until(
+        ray_cluster, args, out, lambda: (out / "units").exists() and len(records(out)) >= 2
     )
-    try:
-        deadline = time.monotonic() + 240
-        while (
-            time.monotonic() < deadline
-            and len(records(out) if (out / "units").exists() else {}) < 2
-        ):
-            assert driver.poll() is None, "the driver ended before it could be killed"
-            time.sleep(0.05)
-        os.killpg(driver.pid, signal.SIGKILL)
-    finally:
-        driver.wait()
     # Ray kills a dead driver's actors asynchronously; one may still commit the unit it holds.
     # Count the committed units only once every actor of the killed job is gone.
     deadline = time.monotonic() + 60
-    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert ray.available_resources().get("CPU", 0) == 2, "the killed job's actors never exited"
     while any(_alive(r["attempt"]["pid"]) for r in records(out).values()):
         assert time.monotonic() < deadline, "an actor of the killed job is still running"
         time.sleep(0.1)

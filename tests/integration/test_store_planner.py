@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import pipeline.store.part_files as part_files_module
 import pipeline.store.parts as parts_module
 from pipeline.store import ActivationStore, StoreMismatchError, StoreVerificationError, StoreWriter
 from pipeline.store.corpus import Corpus
@@ -317,7 +318,7 @@ def test_max_tokens_stops_reading_shards_at_the_part_that_reaches_it(
     assert result.stats.num_documents == stored_docs(tmp_path).num_rows == last["doc_stop"]
 
 
-@pytest.mark.parametrize("crash_in", ["_commit_part", "_write_record"])  # before / after files
+@pytest.mark.parametrize("crash_in", ["_commit_files", "_write_record"])  # before / after files
 def test_a_planning_that_crashed_resumes_without_retokenizing_committed_parts(
     tmp_path, corpus_path, monkeypatch, crash_in
 ):
@@ -350,18 +351,34 @@ def test_a_planning_that_crashed_resumes_without_retokenizing_committed_parts(
         }
 
 
+@pytest.mark.parametrize("mode", ["packing", "document"])
+def test_laying_out_a_shard_in_small_chunks_writes_the_same_files(
+    tmp_path, corpus_path, monkeypatch, mode
+):
+    corpus = jsonl_corpus(corpus_path, 10**9)  # one shard, so chunks do all the cutting
+    whole = create_store(tmp_path / "whole", corpus, config(mode=mode))
+    monkeypatch.setattr(parts_module, "LAYOUT_CHUNK_TOKENS", 50)
+    chunked = create_store(tmp_path / "chunked", corpus, config(mode=mode))
+    assert chunked.store_json["plan_fingerprint"] == whole.store_json["plan_fingerprint"]
+    for folder in ("tokens", "docs", "plan"):
+        files = {k: v for k, v in data_files(tmp_path / "whole").items() if k.startswith(folder)}
+        assert files == {
+            k: v for k, v in data_files(tmp_path / "chunked").items() if k.startswith(folder)
+        }
+
+
 def test_a_rerun_with_another_context_length_during_planning_is_refused_untouched(
     tmp_path, corpus_path, monkeypatch
 ):
     corpus = jsonl_corpus(corpus_path, SHARD_BYTES)
-    real = parts_module._commit_part
+    real = parts_module._commit_files
 
     def crash_at_part_3(writer, at, *args):
         if at.part == 3:
             raise RuntimeError("killed")
         return real(writer, at, *args)
 
-    monkeypatch.setattr(parts_module, "_commit_part", crash_at_part_3)
+    monkeypatch.setattr(parts_module, "_commit_files", crash_at_part_3)
     with pytest.raises(RuntimeError, match="killed"):
         create_store(tmp_path / "s", corpus, config())
     monkeypatch.undo()
@@ -421,7 +438,7 @@ def test_token_parts_have_the_documented_schema_and_token_strings(tmp_path, corp
 def test_token_part_row_groups_start_at_global_multiples_of_group_rows(
     tmp_path, corpus_path, monkeypatch
 ):
-    monkeypatch.setattr(parts_module, "TARGET_GROUP_ROWS", 1)  # a row group per unit
+    monkeypatch.setattr(part_files_module, "TARGET_GROUP_ROWS", 1)  # a row group per unit
     plan_into(tmp_path, jsonl_corpus(corpus_path, SHARD_BYTES), config(rows_per_unit=100))
     num_groups = 0
     for record in part_records(tmp_path):
@@ -437,7 +454,7 @@ def test_token_part_row_groups_start_at_global_multiples_of_group_rows(
 @pytest.fixture
 def grouped_plan(tmp_path, corpus_path, monkeypatch):
     """A plan of many parts with row groups of 100 rows; (PlanIndex, in-memory plan)."""
-    monkeypatch.setattr(parts_module, "TARGET_GROUP_ROWS", 1)
+    monkeypatch.setattr(part_files_module, "TARGET_GROUP_ROWS", 1)
     corpus = jsonl_corpus(corpus_path, SHARD_BYTES)
     result = plan_into(tmp_path, corpus, config(rows_per_unit=100))
     index = PlanIndex(tmp_path, result.parts, result.num_rows, 100, result.part_name_width)
