@@ -336,7 +336,7 @@ def run(rounds: int = 3, threads: int | None = None, device: str = "cpu") -> str
             markdown_table(
                 ["case", "wall 20M / 1M", "driver RSS 20M / 1M", "actor RSS 20M / 1M"], ratios
             ),
-            "### The 20M-token store (one hook, 4096-row units, 16 MiB shards)",
+            "### The 20M-token store (one hook, 4096-row units, 4 MiB shards)",
             markdown_table(["quantity", "value"], [[k, v] for k, v in shape.items()]),
             f"(whole suite: {elapsed:.0f} s)",
         ]

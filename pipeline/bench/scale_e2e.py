@@ -3,7 +3,9 @@ SIGKILLed while planning and again while capturing, rerun each time, against an
 uninterrupted run: the stores must be byte-identical.
 
 Each run is `python -m jobs.capture` in its own process session, starting its own local
-Ray cluster, so a kill takes the whole cluster down, as losing the head node would.
+Ray cluster, so a kill takes the whole cluster down, as losing the head node would. After
+a kill it runs `ray stop --force` for the daemons that outlive the driver, which stops
+every Ray process of the machine: run this benchmark alone.
 """
 
 from __future__ import annotations

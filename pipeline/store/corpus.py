@@ -86,7 +86,7 @@ class CorpusConfig:
     one_per_line: bool = False
     split: str | None = None
     max_documents: int | None = None
-    shard_bytes: int = 16 * 2**20
+    shard_bytes: int = 4 * 2**20
 
     def __post_init__(self) -> None:
         if self.kind not in CORPUS_KINDS:
