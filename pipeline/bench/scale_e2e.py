@@ -3,13 +3,14 @@ SIGKILLed while planning and again while capturing, rerun each time, against an
 uninterrupted run: the stores must be byte-identical.
 
 Each run is `python -m jobs.capture` in its own process session, starting its own local
-Ray cluster, so a kill takes the whole cluster down, as losing the head node would. After
-a kill it runs `ray stop --force` for the daemons that outlive the driver, which stops
-every Ray process of the machine: run this benchmark alone.
+Ray cluster under its own RAY_TMPDIR, so a kill takes the whole cluster down, as losing
+the head node would: the daemons that outlive the driver are found by that folder in their
+command lines and killed too. No other Ray process of the machine is touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -43,7 +44,13 @@ def capture_args(model: Path, corpus: Path, out: Path) -> list[str]:
 
 def run_capture(args: list[str], kill_when=None) -> float:
     """Run a capture; with `kill_when`, SIGKILL its process group once that holds."""
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TOKENIZERS_PARALLELISM": "false"}
+    ray_tmp = tempfile.mkdtemp(prefix="rt-", dir="/tmp")  # short: Ray's socket paths
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "disabled",
+        "TOKENIZERS_PARALLELISM": "false",
+        "RAY_TMPDIR": ray_tmp,
+    }
     env.pop("RAY_ADDRESS", None)
     began = time.perf_counter()
     process = subprocess.Popen(
@@ -60,10 +67,18 @@ def run_capture(args: list[str], kill_when=None) -> float:
         time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    # The driver's own local cluster may outlive it (Ray daemons start their own sessions).
-    ray_cli = Path(sys.executable).with_name("ray")
-    subprocess.run([str(ray_cli), "stop", "--force"], capture_output=True, check=False)
+    _kill_cluster(ray_tmp)
     return time.perf_counter() - began
+
+
+def _kill_cluster(ray_tmp: str) -> None:
+    """SIGKILL every process of the Ray cluster that lives under `ray_tmp`."""
+    import psutil
+
+    for process in psutil.process_iter(["cmdline"]):
+        if any(ray_tmp in part for part in process.info["cmdline"] or []):
+            with contextlib.suppress(psutil.Error):
+                process.kill()
 
 
 def digests(root: Path) -> dict[str, str]:

@@ -10,7 +10,8 @@ import pytest
 @pytest.fixture(scope="module")
 def ray_cluster():
     """An in-process local Ray instance with 2 CPUs, one per test module."""
-    ray = pytest.importorskip("ray")
+    import ray
+
     os.environ["RAY_AUTH_MODE"] = "disabled"
     context = ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield context

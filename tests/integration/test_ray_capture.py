@@ -12,6 +12,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import ray  # noqa: E402  (a required dependency: a broken install must fail, not skip)
 
 from pipeline.capture import CaptureConfig, capture
 from pipeline.store.corpus import Corpus, CorpusConfig
@@ -24,7 +25,6 @@ from tests.helpers import (
     write_pydoc_jsonl,
 )
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
 

@@ -13,7 +13,6 @@ from pipeline.interventions import run_interventions, spec_from_dict
 from pipeline.sae import TopKSae
 from tests.helpers import capture_config
 
-ray = pytest.importorskip("ray")
 pytestmark = pytest.mark.ray
 
 
