@@ -126,21 +126,14 @@ def test_driver_killed_while_planning_then_rerun_equals_clean_run(
         max_tokens=None,
         corpus=CorpusConfig(kind="jsonl", path=str(tmp_path / "corpus.jsonl"), shard_bytes=1000),
     )
-    sets = {
-        "model": config.model,
-        "hooks": "[layer_1, layer_3]",
-        "dtype": "float16",
-        "context_length": 64,
-        "rows_per_unit": 512,
-        "batch_size": 2,
-        "num_workers": 2,
-        "num_cpus_per_worker": 0.5,
-        "torch_threads": 1,
-        "corpus.kind": "jsonl",
-        "corpus.path": str(tmp_path / "corpus.jsonl"),
-        "corpus.shard_bytes": 1000,
-    }
-    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    args = driver_args(
+        config,
+        **{
+            "corpus.kind": "jsonl",
+            "corpus.path": str(tmp_path / "corpus.jsonl"),
+            "corpus.shard_bytes": 1000,
+        },
+    )
     parts = lambda: sorted((out / "plan").glob("part-*.json"))  # noqa: E731
     _run_driver_until(ray_cluster, args, out, lambda: len(parts()) >= 3)
     planned_at_kill = len(parts())
@@ -162,6 +155,23 @@ def test_driver_killed_while_planning_then_rerun_equals_clean_run(
         for name in names:  # part records hold no timestamps: every byte is the same
             assert (clean / folder / name).read_bytes() == (out / folder / name).read_bytes()
     assert result.num_rows == ActivationStore.open(clean).num_rows
+
+
+def driver_args(config: CaptureConfig, **extra) -> list[str]:
+    """`jobs.capture --set` arguments for `ray_config`'s capture, plus `extra` keys."""
+    sets = {
+        "model": config.model,
+        "hooks": "[layer_1, layer_3]",
+        "dtype": "float16",
+        "context_length": 64,
+        "rows_per_unit": 512,
+        "batch_size": 2,
+        "num_workers": 2,
+        "num_cpus_per_worker": 0.5,
+        "torch_threads": 1,
+        **extra,
+    }
+    return [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
 
 
 def _run_driver_until(ray_cluster, args, out, condition) -> None:
@@ -198,19 +208,7 @@ def test_killed_driver_then_rerun_equals_clean_run(
 ):
     out = tmp_path / "ray"
     config = replace(ray_config(tiny_gpt2_path, out), max_tokens=8000)
-    sets = {
-        "model": config.model,
-        "hooks": "[layer_1, layer_3]",
-        "dtype": "float16",
-        "context_length": 64,
-        "rows_per_unit": 512,
-        "max_tokens": 8000,
-        "batch_size": 2,
-        "num_workers": 2,
-        "num_cpus_per_worker": 0.5,
-        "torch_threads": 1,
-    }
-    args = [a for k, v in sets.items() for a in ("--set", f"{k}={v}")]
+    args = driver_args(config, max_tokens=8000)
     _run_driver_until(
         ray_cluster, args, out, lambda: (out / "units").exists() and len(records(out)) >= 2
     )
