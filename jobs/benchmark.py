@@ -21,6 +21,7 @@ SUITES = {
     "sae-stats": "pipeline.bench.sae_stats",
     "scale": "pipeline.bench.scale",
     "scale-e2e": "pipeline.bench.scale_e2e",
+    "recheck": "pipeline.bench.recheck",
 }
 
 

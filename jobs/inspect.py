@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline.store.meta import NotAStoreError
+from jobs.cli import add_debug_flag, run_job
 from pipeline.store.summary import describe_store
 
 
@@ -21,18 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="verify without reading data for checksums"
     )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return run_job(lambda: inspect_job(args), debug=args.debug)
+
+
+def inspect_job(args: argparse.Namespace) -> int:
     from pipeline.interventions.summary import describe_interventions, is_intervention_output
 
     if is_intervention_output(args.store):
         text, finished = describe_interventions(args.store)
         print(text)
         return 0 if finished else 1
-    try:
-        text, verified = describe_store(args.store, args.rows, check_data=not args.quick)
-    except NotAStoreError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    text, verified = describe_store(args.store, args.rows, check_data=not args.quick)
     print(text)
     return 0 if verified else 1
 

@@ -21,6 +21,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from jobs.cli import add_debug_flag, run_job
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -39,32 +41,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", help="output folder (overrides the spec's out)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--no-ray", action="store_true", help="run in this process")
+    parser.add_argument(
+        "--verify",
+        action="store_true",
+        help="on a rerun, checksum each committed unit's effects file before trusting it",
+    )
     parser.add_argument("--quiet", action="store_true", help="no per-unit progress lines")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return run_job(lambda: intervene_job(args), debug=args.debug)
 
+
+def intervene_job(args: argparse.Namespace) -> int:
     from pipeline.interventions import load_spec
 
     overrides = list(args.set)
     if args.out:
         overrides.append(f"out={args.out}")
-    try:
-        spec = load_spec(args.spec, overrides)
-    except (ValueError, OSError) as error:
-        parser.error(str(error))
+    spec = load_spec(args.spec, overrides)
     if args.overwrite:
         spec = replace(spec, overwrite=True)
     if args.no_ray:
         from pipeline.interventions import run_interventions
 
-        result = run_interventions(spec, progress=not args.quiet)
+        result = run_interventions(spec, progress=not args.quiet, verify=args.verify)
     else:
         from pipeline.distributed.interventions import run_interventions_on_ray
 
-        result = run_interventions_on_ray(spec, progress=not args.quiet)
+        result = run_interventions_on_ray(spec, progress=not args.quiet, verify=args.verify)
     out = Path(result.out)
     print(result.summary.to_string(index=False))
+    damaged = (
+        f" ({result.units_damaged} failed their check and were redone)"
+        if result.units_damaged
+        else ""
+    )
     print(
-        f"\n{result.units_computed} units computed; effects in {out}/effects, summary in {out}/summary.parquet"
+        f"\n{result.units_computed} units computed{damaged}; effects in {out}/effects, "
+        f"summary in {out}/summary.parquet"
     )
     print(f"  pandas.read_parquet('{out}/effects')")
     return 0

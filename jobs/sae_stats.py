@@ -12,6 +12,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.cli import add_debug_flag, run_job
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
@@ -26,21 +28,50 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=10, help="examples kept per latent")
     parser.add_argument("--context", type=int, default=8, help="tokens of context on each side")
     parser.add_argument("--no-ray", action="store_true", help="compute in this process")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the tables of an earlier run in --out"
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="use only the committed units of an unfinished store (refused otherwise)",
+    )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
+    return run_job(lambda: stats_job(args), debug=args.debug)
+
+
+def stats_job(args: argparse.Namespace) -> int:
     store, sae, out = (
         str(Path(p).expanduser().resolve()) for p in (args.store, args.sae, args.out)
     )
+    if args.top_k < 1 or args.context < 0:
+        raise ValueError(
+            f"--top-k must be >= 1 and --context >= 0, got {args.top_k}, {args.context}"
+        )
+    from pipeline.sae import load_sae
+    from pipeline.stats.sae_stats import check_widths, claim_stats_output
+    from pipeline.store.reader import ActivationStore
+
+    # Every check before any statistic is computed: the store (finished, or --partial),
+    # the hook and the SAE's width, and the output folder.
+    opened = ActivationStore.open(store, args.partial)
+    opened.data_units()
+    check_widths(opened, args.hook, load_sae(sae))
+    claim_stats_output(out, args.overwrite)
     if args.no_ray:
         from pipeline.stats import sae_feature_stats
 
-        stats = sae_feature_stats(store, args.hook, sae, top_k=args.top_k)
+        stats = sae_feature_stats(store, args.hook, sae, top_k=args.top_k, partial=args.partial)
     else:
         from pipeline.distributed.stats import sae_feature_stats_on_ray
 
-        stats = sae_feature_stats_on_ray(store, args.hook, sae, top_k=args.top_k)
+        stats = sae_feature_stats_on_ray(
+            store, args.hook, sae, top_k=args.top_k, partial=args.partial
+        )
     from pipeline.stats import write_feature_tables
 
-    folder = write_feature_tables(stats, store, out, context=args.context)
+    folder = write_feature_tables(stats, store, out, context=args.context, overwrite=True)
     alive = int((stats.count_F > 0).sum())
     print(f"{stats.num_tokens} tokens, {alive}/{stats.num_latents} latents fired")
     print(f"tables: {folder}/features.parquet, {folder}/examples.parquet")

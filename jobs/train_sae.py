@@ -17,6 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from jobs.cli import add_debug_flag, run_job
+
 
 def parse_args(argv: list[str] | None):
     parser = argparse.ArgumentParser(
@@ -88,12 +90,25 @@ def parse_args(argv: list[str] | None):
         action="store_true",
         help="train on rows rescaled to mean squared norm n_inputs (folded into the saved SAE)",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run's files in --out"
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="train on the committed units of an unfinished store (refused otherwise)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    return run_job(lambda: train_job(args), debug=args.debug)
+
+
+def train_job(args: argparse.Namespace) -> int:
     from pipeline.sae.from_store import train_sae_from_store
     from pipeline.sae.trainer import TrainerConfig
 
@@ -124,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         resume=args.resume,
         progress=not args.quiet,
         device=args.device,
+        partial=args.partial,
+        overwrite=args.overwrite,
     )
     print(f"trained to step {trainer.step}; SAE saved to {out / 'sae'}")
     return 0

@@ -94,11 +94,7 @@ def leftover_temp_files(root) -> list:
     """Hidden temp files anywhere in a store (none may remain after a finished run)."""
     from pathlib import Path
 
-    return [
-        p
-        for p in Path(root).rglob(".*")
-        if p.is_file() and not p.name.startswith(".fault-injected")
-    ]
+    return [p for p in Path(root).rglob(".*") if p.is_file()]
 
 
 def capture_config(model, out, **overrides):

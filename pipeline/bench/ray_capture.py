@@ -44,6 +44,7 @@ def run(
     import ray
 
     from pipeline.distributed import run_capture
+    from pipeline.distributed.local_ray import start_local_ray
 
     torch.set_num_threads(1)
     rows = []
@@ -57,7 +58,7 @@ def run(
         )
         bare = bare_tokens_per_s(base, rounds)
         rows.append(["bare forward truncated after layer_5, 1 thread", bare, 1.0])
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         try:
             results = {}
             for workers in (1, 2, 1, 2):

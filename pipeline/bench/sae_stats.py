@@ -28,6 +28,7 @@ from pipeline.stats.sae_stats import sae_feature_stats
 def run(rounds: int = 3, threads: int | None = None, device: str = "cpu") -> str:
     import ray
 
+    from pipeline.distributed.local_ray import start_local_ray
     from pipeline.distributed.stats import sae_feature_stats_on_ray
 
     torch.set_num_threads(1)
@@ -49,7 +50,7 @@ def run(rounds: int = 3, threads: int | None = None, device: str = "cpu") -> str
         store, sae = str(work / "store"), str(work / "sae")
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         num_cpus = os.cpu_count() or 2
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
         try:
             cases = {
                 "one process, 1 thread": lambda: sae_feature_stats(store, "layer_3", sae),

@@ -49,8 +49,10 @@ _CAPTURE_SCRIPT = textwrap.dedent(
     began = time.perf_counter()
     if sys.argv[2] == "ray":
         import ray
+
+        from pipeline.distributed.local_ray import start_local_ray
         from pipeline.distributed import run_capture
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
         result = run_capture(config, progress=False)
     else:
         result = capture(config, progress=False)
@@ -186,6 +188,7 @@ def planning_rows(workdir: Path, num_tokens: int, rounds: int) -> list[list]:
     import ray
     from transformers import AutoTokenizer
 
+    from pipeline.distributed.local_ray import start_local_ray
     from pipeline.distributed.planning import ray_planner
     from pipeline.model import default_model_path
     from pipeline.store.corpus import Corpus, CorpusConfig
@@ -216,7 +219,7 @@ def planning_rows(workdir: Path, num_tokens: int, rounds: int) -> list[list]:
         },
         rounds=rounds,
     )
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         on_ray = interleaved(
             {

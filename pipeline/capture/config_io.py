@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from pipeline.capture.config import CaptureConfig
-from pipeline.store.corpus import CorpusConfig
+from pipeline.store.corpus import CORPUS_KINDS, CorpusConfig
 
 
 def _known(cls) -> list[str]:
@@ -27,7 +27,10 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
         if "=" not in pair:
             raise ValueError(f"--set takes key=value, got {pair!r}")
         key, raw = pair.split("=", 1)
-        value = yaml.safe_load(raw) if raw != "" else None
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError as e:
+            raise ValueError(f"--set {key}: {raw!r} is not a YAML value ({e})") from e
         target = result
         *parents, leaf = key.strip().split(".")
         for parent in parents:
@@ -62,6 +65,12 @@ def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
             raise ValueError(
                 f"unknown corpus keys {unknown}; known keys: {', '.join(_known(CorpusConfig))}"
             )
+        if "kind" not in corpus:  # overrides of the default corpus, e.g. max_documents
+            if corpus.get("path") is not None:
+                raise ValueError(
+                    f"corpus.kind is required with corpus.path: one of {list(CORPUS_KINDS)}"
+                )
+            corpus = {**corpus, "kind": "pydoc"}
         values["corpus"] = CorpusConfig(**corpus)
     if isinstance(values.get("hooks"), str):
         values["hooks"] = [h.strip() for h in values["hooks"].split(",") if h.strip()]
@@ -72,7 +81,10 @@ def read_values(path: str | Path | None, overrides: list[str] | None) -> dict[st
     """The YAML mapping in `path` (if any) with `--set key=value` overrides merged in."""
     values: dict[str, Any] = {}
     if path is not None:
-        loaded = yaml.safe_load(Path(path).read_text())
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except yaml.YAMLError as e:
+            raise ValueError(f"{path} is not valid YAML: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
             raise ValueError(f"{path}: a config file must be a YAML mapping")
         values = loaded or {}

@@ -27,30 +27,41 @@ class CaptureResult:
     units_computed: int
     hooks: dict[str, int]
     compute_s: float = 0.0  # wall time of the unit loop (model loading and planning excluded)
+    repairs: tuple[str, ...] = ()  # committed parts/units that failed their check, redone
 
 
-def capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
-    """Capture `config.hooks` over `config.corpus` into the store at `config.out`."""
+def capture(
+    config: CaptureConfig, progress: bool = True, command: str | None = None
+) -> CaptureResult:
+    """Capture `config.hooks` over `config.corpus` into the store at `config.out`.
+
+    `command`: the shell command that reruns this capture, recorded in the store so that
+    readers of an unfinished store can say how to finish it.
+    """
     threads = torch.get_num_threads()
     try:
-        return _capture(config, progress)
+        return _capture(config, progress, command)
     finally:
         torch.set_num_threads(threads)  # config.torch_threads applies to this call only
 
 
-def _capture(config: CaptureConfig, progress: bool) -> CaptureResult:
-    prepared = prepare_capture(config)
+def _capture(config: CaptureConfig, progress: bool, command: str | None) -> CaptureResult:
+    prepared = prepare_capture(config, command=command)
     writer = prepared.writer
     pending = writer.pending_units()
     meter = progress_meter(writer, pending) if progress else None
-    worker = UnitWorker(config, prepared.out, lm=prepared.lm)
+    worker = UnitWorker(prepared.config, prepared.out, lm=prepared.lm)
     began = time.perf_counter()
-    for record in process_units(worker, pending):
+    try:
+        for record in process_units(worker, pending):
+            if meter is not None:
+                meter.advance(record["num_rows"])
         if meter is not None:
-            meter.advance(record["num_rows"])
-    if meter is not None:
-        meter.close()
-    return finish(writer, pending, time.perf_counter() - began)
+            meter.close()
+        return finish(writer, pending, time.perf_counter() - began)
+    finally:  # a failed run (a full disk) must not keep its store's files open
+        worker.writer.close()
+        writer.close()
 
 
 def progress_meter(writer: StoreWriter, pending: list[int]) -> Progress:
@@ -70,4 +81,5 @@ def finish(writer: StoreWriter, pending: list[int], compute_s: float) -> Capture
         units_computed=len(pending),
         hooks=writer.hooks,
         compute_s=compute_s,
+        repairs=tuple(writer.repairs),
     )

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import os
 import resource
-import signal
 import threading
 import time
 from collections import deque
@@ -31,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import faults
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook, load_model
 from pipeline.hooks import Detector
@@ -184,7 +184,7 @@ class UnitWorker:
                 ids_BT, mask_BT, copies = self._batch(windows, batch, start, stop)
                 for detector in detectors:
                     detector.copies = copies
-                self._maybe_die(unit, batch_index)
+                faults.at_batch(unit, batch_index)  # tests only (pipeline/faults.py)
                 t0 = time.perf_counter()
                 self.lm.inference.forward_ids(
                     ids_BT.to(device), mask_BT.to(device), stop_after=self.stop_after
@@ -216,23 +216,6 @@ class UnitWorker:
             lo, hi = max(a, unit_start), min(b, unit_stop)
             copies.append(RowCopy(batch_row=row, start=lo - a, stop=hi - a, dest=lo - unit_start))
         return ids_BT, mask_BT, copies
-
-    def _maybe_die(self, unit: int, batch_index: int) -> None:
-        """Test-only fault injection: die once, mid-unit, like a lost node would."""
-        fault = self.config.fault_injection
-        if fault and fault.get("raise_unit") == unit:
-            raise RuntimeError(f"injected failure in unit {unit}")
-        if not fault or fault.get("kill_unit") != unit:
-            return
-        if batch_index < fault.get("kill_after_batches", 1):
-            return
-        marker = self.writer.root / "units" / f".fault-injected-unit-{unit}"
-        if marker.exists():
-            return
-        marker.write_text(f"killed worker {self.worker_id} pid {os.getpid()}\n")
-        if fault.get("signal") == "SIGKILL":
-            os.kill(os.getpid(), signal.SIGKILL)
-        os._exit(17)
 
 
 def peak_rss_mb() -> float:

@@ -10,6 +10,7 @@ import os
 
 import ray
 
+from pipeline import faults
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.worker import UnitWorker
 
@@ -40,5 +41,6 @@ def start_actor(config: CaptureConfig, store_path: str, worker_id: str):
         "max_restarts": 0,
         "max_concurrency": 1,
         "name": None,
+        **faults.ray_options(),
     }
     return ray.remote(CaptureActor).options(**options).remote(config, store_path, worker_id)

@@ -19,14 +19,21 @@ from pipeline.capture.model_setup import model_path
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
+from pipeline.distributed.local_ray import join_ray, start_local_ray
 from pipeline.distributed.planning import ray_planner
 from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
 
 
 def ensure_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (set inside `ray job submit`), else start one."""
-    if not ray.is_initialized():
-        ray.init(address=os.environ.get("RAY_ADDRESS") or None, log_to_driver=True)
+    """Join the cluster named by RAY_ADDRESS (set inside `ray job submit`), else start a
+    local instance whose every port listens on 127.0.0.1 only (stopped at exit)."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        join_ray(address, log_to_driver=True)
+        return
+    start_local_ray(log_to_driver=True)
 
 
 def check_resources(config: CaptureConfig) -> None:
@@ -34,14 +41,21 @@ def check_resources(config: CaptureConfig) -> None:
     check_actor_resources(config.num_cpus_per_worker, config.num_gpus_per_worker)
 
 
-def run_capture(config: CaptureConfig, progress: bool = True) -> CaptureResult:
-    """Capture on Ray: `config.num_workers` actors, each hosting one model replica."""
+def run_capture(
+    config: CaptureConfig, progress: bool = True, command: str | None = None
+) -> CaptureResult:
+    """Capture on Ray: `config.num_workers` actors, each hosting one model replica.
+
+    `command`: the shell command that reruns this capture (recorded in the store)."""
     ensure_ray()
     check_resources(config)
     # The driver only checks hooks and widths and plans (in tasks); it may have no GPU.
     probe_config = replace(config, device="cpu")
-    prepared = prepare_capture(probe_config, planner=ray_planner(model_path(probe_config)))
+    prepared = prepare_capture(
+        probe_config, planner=ray_planner(model_path(probe_config)), command=command
+    )
     writer, store_path = prepared.writer, str(prepared.out)
+    config = replace(config, hooks=prepared.config.hooks)  # integer hooks named
     del prepared  # the driver's model copy is no longer needed
     pending = writer.pending_units()
     meter = progress_meter(writer, pending) if progress else None

@@ -12,6 +12,7 @@ import os
 
 import ray
 
+from pipeline import faults
 from pipeline.distributed.driver import ensure_ray
 from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
 from pipeline.interventions.prepare import PreparedRun, prepare_run
@@ -33,16 +34,20 @@ class InterventionActor:
         return {"unit": unit, "rows": record["effects"]["rows"], "timing": record["timing"]}
 
 
-def run_interventions_on_ray(spec: InterventionSpec, progress: bool = True) -> InterventionResult:
+def run_interventions_on_ray(
+    spec: InterventionSpec, progress: bool = True, verify: bool = False
+) -> InterventionResult:
+    """Run `spec` on Ray actors. `verify`: check committed effects files' sha256 first."""
     ensure_ray()
     check_actor_resources(spec.num_cpus_per_worker, spec.num_gpus_per_worker)
-    run = prepare_run(spec)
+    run = prepare_run(spec, verify=verify)
     run_ref = ray.put(run)
     options = {
         "num_cpus": spec.num_cpus_per_worker,
         "num_gpus": spec.num_gpus_per_worker,
         "max_restarts": 0,
         "max_concurrency": 1,
+        **faults.ray_options(),
     }
     remote_actor = ray.remote(InterventionActor).options(**options)
     finished = itertools.count(1)

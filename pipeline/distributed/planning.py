@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ray
 
+from pipeline import faults
 from pipeline.store.corpus import Corpus, CorpusConfig, CorpusShard
 from pipeline.store.parts import PartOffsets, ShardTokens, publish_part, tokenize_shard
 from pipeline.store.plan import PlanConfig
@@ -59,9 +60,9 @@ def ray_planner(model_dir: str | Path, max_in_flight: int | None = None):
     def plan(root: Path, corpus: Corpus, tokenizer, config: PlanConfig) -> PlanResult:
         cursor, writer, todo = start_plan(root, corpus, tokenizer, config)
         width = max_in_flight or max(2, int(ray.cluster_resources().get("CPU", 2)))
-        tokenize = ray.remote(_tokenize).options(num_cpus=1)
+        tokenize = ray.remote(_tokenize).options(num_cpus=1, **faults.ray_options())
         # Publishing is light (layout and Parquet writes), and the next part waits for it.
-        publish = ray.remote(publish_part).options(num_cpus=0.25)
+        publish = ray.remote(publish_part).options(num_cpus=0.25, **faults.ray_options())
         shards, in_flight = deque(todo), deque()
         try:
             while not cursor.finished and (shards or in_flight):

@@ -23,17 +23,16 @@ def sae_feature_stats_on_ray(
     sae_dir: str | Path,
     top_k: int = 10,
     num_tasks: int | None = None,
+    partial: bool = False,
 ) -> FeatureStats:
     """The same statistics as `sae_feature_stats`, with the units spread over Ray tasks."""
+    units = ActivationStore.open(store_path, partial).data_units()  # refuses unfinished
     ensure_ray()
-    store = ActivationStore.open(store_path)
-    num_tasks = num_tasks or max(
-        1, min(store.num_units, int(ray.cluster_resources().get("CPU", 1)) * 2)
-    )
-    bounds = [store.num_units * i // num_tasks for i in range(num_tasks + 1)]
+    num_tasks = num_tasks or max(1, min(len(units), int(ray.cluster_resources().get("CPU", 1)) * 2))
+    bounds = [len(units) * i // num_tasks for i in range(num_tasks + 1)]
     task = ray.remote(stats_for_units).options(num_cpus=0.5)
     refs = [
-        task.remote(str(store_path), hook, str(sae_dir), range(a, b), top_k)
+        task.remote(str(store_path), hook, str(sae_dir), units[a:b], top_k, partial)
         for a, b in zip(bounds, bounds[1:], strict=False)
         if b > a
     ]

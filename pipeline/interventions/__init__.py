@@ -4,8 +4,9 @@
 `pipeline.distributed.interventions.run_interventions_on_ray` runs it on Ray actors.
 """
 
+from pipeline.interventions.parse import load_spec, spec_from_dict
 from pipeline.interventions.run import InterventionResult, run_interventions
-from pipeline.interventions.spec import InterventionSpec, load_spec, spec_from_dict
+from pipeline.interventions.spec import InterventionSpec
 
 __all__ = [
     "InterventionResult",

@@ -2,34 +2,52 @@
 
 `run_interventions(spec)` prepares, replays every pending unit with one worker, and
 finishes; the Ray driver (`pipeline.distributed.interventions`) shares `prepare_run` and
-`finish_run`, so both write the same files.
+`finish_run`, so both write the same files. Both take `verify`: a rerun then checks the
+committed effects files' sha256, not only their sizes, before trusting them.
 """
 
 from __future__ import annotations
 
+import io
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
-from pipeline.interventions.prepare import SPEC_JSON, PreparedRun, prepare_run
+from pipeline.interventions.prepare import (
+    SPEC_JSON,
+    SUMMARY_JSON,
+    SUMMARY_PARQUET,
+    PreparedRun,
+    prepare_run,
+)
 from pipeline.interventions.spec import InterventionSpec
+from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import SUCCESS, record_file
 from pipeline.store.meta import write_json_atomic
 
 
 @dataclass(frozen=True)
 class InterventionResult:
+    """out: the output folder. units_computed: units replayed by this run (pending ones
+    and damaged ones). units_damaged: committed units whose record or effects file failed
+    the rerun's checks and were recomputed; `damaged` says why, per unit."""
+
     out: Path
     units_computed: int
     summary: pd.DataFrame  # one row per stage
+    units_damaged: int = 0
+    damaged: dict[int, str] = field(default_factory=dict)
 
 
-def run_interventions(spec: InterventionSpec, progress: bool = True) -> InterventionResult:
+def run_interventions(
+    spec: InterventionSpec, progress: bool = True, verify: bool = False
+) -> InterventionResult:
+    """Run `spec` here. `verify`: check committed effects files' sha256 before trusting them."""
     from pipeline.interventions.worker import InterventionWorker
 
-    run = prepare_run(spec)
+    run = prepare_run(spec, verify=verify)
     worker = InterventionWorker(run)
     for index, unit in enumerate(run.pending, start=1):
         worker.process(unit)
@@ -63,9 +81,11 @@ def finish_run(run: PreparedRun) -> InterventionResult:
             row["mean_loss_change"] = row["mean_loss"] - row["mean_loss_base"]
         rows.append(row)
     summary = pd.DataFrame(rows)
-    summary.to_parquet(out / "summary.parquet", index=False)
+    sink = io.BytesIO()
+    summary.to_parquet(sink, index=False)
+    write_atomic(out / SUMMARY_PARQUET, [sink.getvalue()])
     write_json_atomic(
-        out / "summary.json",
+        out / SUMMARY_JSON,
         {
             "spec": str(out / SPEC_JSON),
             "units": len(records),
@@ -74,7 +94,13 @@ def finish_run(run: PreparedRun) -> InterventionResult:
         },
     )
     (out / SUCCESS).write_text("")
-    return InterventionResult(out=out, units_computed=len(run.pending), summary=summary)
+    return InterventionResult(
+        out=out,
+        units_computed=len(run.pending),
+        summary=summary,
+        units_damaged=len(run.damaged),
+        damaged=dict(run.damaged),
+    )
 
 
 def _replay_errors(records: list[dict]) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""What an intervention run does, parsed from YAML and `--set` overrides.
+"""What an intervention run does: the spec's types, and the checks that need the store or SAEs.
 
 A run replays the token windows of a stage-1 store through the store's own model with a
 *cascade* of interventions switched on, and measures what changed. Each step acts on one
@@ -21,22 +21,20 @@ changed: that is the cascade. With `cumulative: true` (the default) effects are 
 after each prefix of the cascade (stage 1 = step 1 alone, stage 2 = steps 1-2, ...), so
 each step's marginal effect can be read off; with `false` only the whole cascade is run.
 
-Unknown keys are errors that list the known ones; files are checked to exist up front.
+YAML becomes a spec in `parse.py`, which checks every value with its type and names it
+(`steps[1] (name 'zero'): positions[0] ...`). What needs the store or an SAE (window
+length, SAE widths) is checked by `check_positions` and `check_latents` here, which
+`prepare_run` calls before the model is loaded.
 """
 
 from __future__ import annotations
 
-import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
-from pipeline.capture.config_io import read_values
+from pipeline.checks import check_bool, check_int, check_number, check_str
 
 OPERATIONS = ("sae", "scale", "add", "project_out", "ablate")
-_STEP_KEYS = {"name", "layer", "positions", "concepts", "splice", "coefficient", *OPERATIONS}
-_DIRECTION_KEYS = {"sae", "latent", "vector", "key"}
-_TRACK_KEYS = {"name", "layer", "sae", "latents"}
 
 
 @dataclass(frozen=True)
@@ -51,6 +49,8 @@ class Direction:
 
 @dataclass(frozen=True)
 class Step:
+    """One step of the cascade: `operation` is one of OPERATIONS; the fields it uses are set."""
+
     name: str
     layer: str
     operation: str
@@ -74,8 +74,29 @@ class Tracker:
     latents: tuple[int, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InterventionSpec:
+    """One intervention run. Build it with `spec_from_dict` or `load_spec`.
+
+    store: a finished stage-1 store (absolute path).
+    out: the output folder (absolute path); it holds only this job's files.
+    steps: the cascade, in order (at least one).
+    measure: layers whose relative change is recorded (default: the steps' layers).
+    track: SAE latents recorded before and after the interventions.
+    cumulative: True: one stage per prefix of the cascade; False: the whole cascade only.
+    batch_size: windows per forward pass (>= 1).
+    max_units: replay only the first N store units (>= 1), or None for all.
+    device: torch device of the model replicas ("cpu", "cuda", "cuda:1", ...).
+    torch_threads: intra-op threads per worker (>= 1), or None for torch's default.
+    num_workers: Ray actors, one model replica each (>= 1).
+    num_cpus_per_worker, num_gpus_per_worker: Ray resources per actor (>= 0).
+    max_retries: attempts per unit beyond the first before the job fails (>= 0).
+    overwrite: remove this job's earlier output in `out` first (never other files).
+    verify: before trusting committed units, compare each effects file's sha256 with
+        its record (a rerun always checks records parse and files have their sizes).
+    files: every SAE folder and vector file the steps name -> "sae" | "vector".
+    """
+
     store: str
     out: str
     steps: tuple[Step, ...]
@@ -91,8 +112,22 @@ class InterventionSpec:
     num_gpus_per_worker: float = 0.0
     max_retries: int = 2
     overwrite: bool = False
-    fault_injection: dict | None = None  # test-only: {"kill_unit": N} kills a worker once
-    files: dict[str, str] = field(default_factory=dict)  # every referenced file -> kind
+    verify: bool = False
+    files: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for key in ("store", "out", "device"):
+            check_str(key, getattr(self, key))
+        for key in ("cumulative", "overwrite", "verify"):
+            check_bool(key, getattr(self, key))
+        for key, minimum in (("batch_size", 1), ("num_workers", 1), ("max_retries", 0)):
+            check_int(key, getattr(self, key), minimum)
+        for key in ("max_units", "torch_threads"):
+            check_int(key, getattr(self, key), 1, optional=True)
+        for key in ("num_cpus_per_worker", "num_gpus_per_worker"):
+            check_number(key, getattr(self, key), 0.0)
+        if not self.steps:
+            raise ValueError("steps: the intervention spec needs at least one step")
 
     @property
     def stage_names(self) -> list[str]:
@@ -108,177 +143,62 @@ class InterventionSpec:
         return counts if self.cumulative else counts[-1:]
 
 
-_TOP_KEYS = [f.name for f in dataclasses.fields(InterventionSpec) if f.name != "files"]
+def step_label(index: int, name: str | None) -> str:
+    """How errors name a step: `steps[1] (name 'zero')`."""
+    return f"steps[{index}]" if name is None else f"steps[{index}] (name {name!r})"
 
 
-def load_spec(
-    path: str | Path | None = None, overrides: list[str] | None = None
-) -> InterventionSpec:
-    """The YAML file (if any), then `--set key=value` overrides, into a checked spec."""
-    return spec_from_dict(read_values(path, overrides))
+def tracker_label(index: int, name: str | None) -> str:
+    return f"track[{index}]" if name is None else f"track[{index}] (name {name!r})"
 
 
-def spec_from_dict(values: dict[str, Any]) -> InterventionSpec:
-    values = dict(values)
-    _check_keys("intervention spec", values, _TOP_KEYS)
-    for required in ("store", "out", "steps"):
-        if values.get(required) in (None, "", []):
-            raise ValueError(f"the intervention spec needs {required!r}")
-    if not isinstance(values["steps"], list):
-        raise ValueError("steps must be a list of steps (one mapping each)")
-    steps = tuple(_step(i, raw) for i, raw in enumerate(values.pop("steps")))
-    names = [step.name for step in steps]
-    if len(set(names)) != len(names):
-        raise ValueError(f"step names must be unique, got {names}")
-    track = tuple(_tracker(i, raw) for i, raw in enumerate(values.pop("track", None) or []))
-    values["store"], values["out"] = absolute(values["store"]), absolute(values["out"])
-    measure = values.pop("measure", None) or ()
-    if isinstance(measure, str):
-        measure = [m.strip() for m in measure.split(",") if m.strip()]
-    spec = InterventionSpec(
-        steps=steps,
-        track=track,
-        measure=tuple(str(m) for m in measure),
-        **{k: v for k, v in values.items()},
-    )
-    if spec.batch_size < 1 or spec.num_workers < 1 or spec.max_retries < 0:
-        raise ValueError("batch_size and num_workers must be >= 1, max_retries >= 0")
-    if spec.max_units is not None and spec.max_units < 1:
-        raise ValueError(f"max_units must be >= 1 or null, got {spec.max_units}")
-    return dataclasses.replace(spec, files=_referenced_files(spec))
+def check_positions(spec: InterventionSpec, context_length: int) -> None:
+    """Every step's positions lie within the store's windows (`context_length` tokens)."""
+    for index, step in enumerate(spec.steps):
+        for i, position in enumerate(step.positions or ()):
+            if position >= context_length:
+                raise ValueError(
+                    f"{step_label(index, step.name)}: positions[{i}] = {position} is outside "
+                    f"the store's {context_length}-token windows (0..{context_length - 1})"
+                )
 
 
-def absolute(path: Any) -> str:
-    """Paths are fixed before a job starts: Ray workers run in other directories."""
-    return str(Path(str(path)).expanduser().resolve())
+def check_latents(spec: InterventionSpec, n_latents: Callable[[str], int]) -> None:
+    """Every SAE latent index the spec names is below its SAE's width.
 
-
-def _mapping(where: str, raw: Any, known) -> dict[str, Any]:
-    """`raw` itself, checked to be a mapping with only `known` keys."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where} must be a mapping, got {raw!r}")
-    _check_keys(where, raw, known)
-    return raw
-
-
-def _check_keys(where: str, values: dict[str, Any], known) -> None:
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(
-            f"unknown keys {unknown} in {where}; known keys: {', '.join(sorted(known))}"
-        )
-
-
-def _step(index: int, raw: Any) -> Step:
-    where = f"step {index}"
-    raw = _mapping(where, raw, _STEP_KEYS)
-    operations = [op for op in OPERATIONS if op in raw]
-    if len(operations) != 1:
-        raise ValueError(
-            f"{where} must have exactly one of {', '.join(OPERATIONS)}; it has {operations or 'none'}"
-        )
-    operation = operations[0]
-    if "layer" not in raw:
-        raise ValueError(f"{where} needs a layer (a hook name such as layer_3)")
-    name = str(raw.get("name") or f"{operation}@{raw['layer']}")
-    where = f"step {index} ({name})"
-    fields: dict[str, Any] = {"name": name, "layer": str(raw["layer"]), "operation": operation}
-    if raw.get("positions") is not None:
-        positions = raw["positions"]
-        if not isinstance(positions, list) or not all(
-            isinstance(p, int) and not isinstance(p, bool) and p >= 0 for p in positions
-        ):
-            raise ValueError(
-                f"{where}: positions must be a list of positions >= 0 within each window "
-                f"(windows are right-padded, so counting from the end is ambiguous), got {positions!r}"
+    `n_latents(path)` is the SAE folder's number of latents (it may raise ValueError or
+    OSError for a folder that is not an SAE; the error is given the step's name).
+    """
+    for index, step in enumerate(spec.steps):
+        where = step_label(index, step.name)
+        if step.sae is not None:
+            width = _width(where, "sae", step.sae, n_latents)
+            for latent, _, _ in step.concepts:
+                _latent_in_range(where, f"concepts[{latent}]", latent, width, step.sae)
+        direction = step.direction
+        if direction is not None and direction.sae is not None:
+            key = f"{step.operation}.sae"
+            width = _width(where, key, direction.sae, n_latents)
+            _latent_in_range(
+                where, f"{step.operation}.latent", direction.latent, width, direction.sae
             )
-        fields["positions"] = tuple(positions)
-    misplaced = [
-        key
-        for key, allowed in (("concepts", "sae"), ("splice", "sae"), ("coefficient", "add"))
-        if key in raw and operation != allowed
-    ]
-    if misplaced:
-        raise ValueError(f"{where}: {misplaced} do not apply to a {operation} step")
-    if operation == "sae":
-        fields["sae"] = absolute(raw["sae"])
-        fields["concepts"] = _concepts(where, raw.get("concepts") or {})
-        fields["splice"] = bool(raw.get("splice", False))
-        if not fields["concepts"] and not fields["splice"]:
-            raise ValueError(
-                f"{where}: an SAE step without concepts or splice changes nothing; "
-                "add concepts: {LATENT: {scale: S}} or splice: true"
-            )
-    elif operation == "scale":
-        fields["factor"] = float(raw["scale"])
-    elif operation in ("add", "project_out"):
-        fields["direction"] = _direction(where, raw[operation])
-        fields["coefficient"] = float(raw.get("coefficient", 1.0))
-    else:
-        if raw["ablate"] not in ("zero", "mean"):
-            raise ValueError(f"{where}: ablate must be 'zero' or 'mean', got {raw['ablate']!r}")
-        fields["ablate"] = raw["ablate"]
-    return Step(**fields)
+    for index, tracker in enumerate(spec.track):
+        where = tracker_label(index, tracker.name)
+        width = _width(where, "sae", tracker.sae, n_latents)
+        for i, latent in enumerate(tracker.latents):
+            _latent_in_range(where, f"latents[{i}]", latent, width, tracker.sae)
 
 
-def _concepts(where: str, raw: Any) -> tuple[tuple[int, str, float], ...]:
-    if not isinstance(raw, dict):
-        raise ValueError(f"{where}: concepts must map latent -> {{scale: S}} or {{set: V}}")
-    edits = []
-    for latent, edit in raw.items():
-        if not isinstance(edit, dict) or len(edit) != 1 or next(iter(edit)) not in ("scale", "set"):
-            raise ValueError(
-                f"{where}: concept {latent} must be {{scale: S}} or {{set: V}}, got {edit!r}"
-            )
-        ((kind, number),) = edit.items()
-        edits.append((int(latent), kind, float(number)))
-    return tuple(sorted(edits))
+def _width(where: str, key: str, path: str, n_latents: Callable[[str], int]) -> int:
+    try:
+        return n_latents(path)
+    except (ValueError, OSError) as error:
+        raise ValueError(f"{where}: {key}: {error}") from error
 
 
-def _direction(where: str, raw: Any) -> Direction:
-    if not isinstance(raw, dict):
+def _latent_in_range(where: str, key: str, latent: int, width: int, sae: str) -> None:
+    if not 0 <= latent < width:
         raise ValueError(
-            f"{where}: a direction is {{sae: DIR, latent: N}} or {{vector: FILE, key: NAME}}"
+            f"{where}: {key}: latent {latent} is outside the SAE's {width} latents "
+            f"(0..{width - 1}; {sae})"
         )
-    _check_keys(f"{where} direction", raw, _DIRECTION_KEYS)
-    if "sae" in raw and "latent" in raw and "vector" not in raw:
-        return Direction(sae=absolute(raw["sae"]), latent=int(raw["latent"]))
-    if "vector" in raw and "sae" not in raw:
-        return Direction(vector=absolute(raw["vector"]), key=raw.get("key"))
-    raise ValueError(
-        f"{where}: a direction is {{sae: DIR, latent: N}} or {{vector: FILE, key: NAME}}, got {raw!r}"
-    )
-
-
-def _tracker(index: int, raw: Any) -> Tracker:
-    where = f"track entry {index}"
-    raw = _mapping(where, raw, _TRACK_KEYS)
-    missing = [k for k in ("layer", "sae", "latents") if k not in raw]
-    if missing:
-        raise ValueError(f"{where} needs {missing}")
-    return Tracker(
-        name=str(raw.get("name") or f"t{index}"),
-        layer=str(raw["layer"]),
-        sae=absolute(raw["sae"]),
-        latents=tuple(int(latent) for latent in raw["latents"]),
-    )
-
-
-def _referenced_files(spec: InterventionSpec) -> dict[str, str]:
-    """Every SAE folder and vector file the spec names, each checked to exist."""
-    files: dict[str, str] = {}
-    for step in spec.steps:
-        if step.sae:
-            files[step.sae] = "sae"
-        if step.direction is not None:
-            if step.direction.sae:
-                files[step.direction.sae] = "sae"
-            if step.direction.vector:
-                files[step.direction.vector] = "vector"
-    for tracker in spec.track:
-        files[tracker.sae] = "sae"
-    for path, kind in files.items():
-        if not Path(path).exists():
-            what = "an SAE folder" if kind == "sae" else "a .safetensors file"
-            raise ValueError(f"{path!r} does not exist (expected {what})")
-    return files

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.interventions.prepare import SPEC_JSON
+from pipeline.interventions.prepare import SPEC_JSON, SUMMARY_JSON, SUMMARY_PARQUET
 from pipeline.store.layout import SUCCESS
 from pipeline.store.manifest import committed_units
 
@@ -32,12 +32,12 @@ def describe_interventions(path: str | Path) -> tuple[str, bool]:
     if not finished:
         lines.append(f"  unfinished: {len(committed_units(out))} units committed; rerun the job")
         return "\n".join(lines), False
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / SUMMARY_JSON).read_text())
     lines.append(
         f"  {summary['units']} units; replay check (max |baseline - store|): "
         f"{summary['replay_max_abs_error']}"
     )
     lines.append("")
-    lines.append(pd.read_parquet(out / "summary.parquet").to_string(index=False))
+    lines.append(pd.read_parquet(out / SUMMARY_PARQUET).to_string(index=False))
     lines += ["", "open the per-token effects with:", f"  pandas.read_parquet('{out}/effects')"]
     return "\n".join(lines), True

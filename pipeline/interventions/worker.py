@@ -8,16 +8,15 @@ so they see a layer's output as it leaves the layer, interventions included: a t
 SAE downstream reads what the cascade upstream made of its input.
 
 Output per unit: `effects/unit-N.parquet` (one row per token and stage), then the commit
-record `units/unit-N.json` with per-stage sums for the summary, both written atomically;
-a unit with a record is never recomputed. Free of Ray: the actor only wraps it.
+record `units/unit-N.json` with per-stage sums for the summary and the effects file's
+size and sha256, both written atomically; a rerun recomputes a unit only when it has no
+record or its record fails the checks in `commits.py`. Free of Ray: the actor only wraps it.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
-import signal
 import socket
 import time
 from contextlib import contextmanager
@@ -32,13 +31,15 @@ import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load_file
 
+from pipeline import faults
 from pipeline.hooks import Detector
 from pipeline.interventions import effects
-from pipeline.interventions.prepare import EFFECTS_DIR, MEANS_FILE, PreparedRun
+from pipeline.interventions.commits import effects_entry, effects_path
+from pipeline.interventions.prepare import MEANS_FILE, PreparedRun
 from pipeline.interventions.steps import build_controllers, load_trackers
 from pipeline.model import LanguageModel
 from pipeline.store.atomic import write_atomic
-from pipeline.store.layout import record_file, unit_stem
+from pipeline.store.layout import record_file
 from pipeline.store.meta import write_json_atomic
 from pipeline.store.reader import ActivationStore
 
@@ -160,8 +161,10 @@ class InterventionWorker:
             )
             stored = [self._stored_first_window(batch) for batch in unit_batches]
         parts, sums, replay = [], {}, {}
-        for batch, stored_window in zip(unit_batches, stored, strict=True):
-            self._maybe_die(unit)
+        for batch_index, (batch, stored_window) in enumerate(
+            zip(unit_batches, stored, strict=True)
+        ):
+            faults.at_batch(unit, batch_index)  # tests only (pipeline/faults.py)
             per_stage = self._batch_effects(batch, stored_window, replay, timing)
             for stage, columns in per_stage.items():
                 parts.append(_with_columns(batch.tokens, stage, columns))
@@ -283,21 +286,16 @@ class InterventionWorker:
         """Effects file first (atomic), then the commit record: the record means "done"."""
         began = time.perf_counter()
         out = Path(self.run.out)
-        stem = unit_stem(unit, self.run.unit_name_width)
-        effects_record = {"file": None, "rows": 0, "sha256": None}
+        width = self.run.unit_name_width
+        data = None
         if table is not None:
             sink = io.BytesIO()
             pq.write_table(table, sink)
             data = sink.getvalue()
-            write_atomic(out / EFFECTS_DIR / f"{stem}.parquet", [data])
-            effects_record = {
-                "file": f"{EFFECTS_DIR}/{stem}.parquet",
-                "rows": table.num_rows,
-                "sha256": hashlib.sha256(data).hexdigest(),
-            }
+            write_atomic(out / effects_path(unit, width), [data])
         record = {
             "unit": unit,
-            "effects": effects_record,
+            "effects": effects_entry(unit, width, data, 0 if table is None else table.num_rows),
             "sums": sums,
             "replay_max_abs_error": replay,
             "timing": {
@@ -314,17 +312,6 @@ class InterventionWorker:
         }
         write_json_atomic(record_file(out, unit, self.run.unit_name_width), record)
         return record
-
-    def _maybe_die(self, unit: int) -> None:
-        """Test-only fault injection: die once in the middle of unit `kill_unit`."""
-        fault = self.spec.fault_injection
-        if not fault or fault.get("kill_unit") != unit:
-            return
-        marker = Path(self.run.out) / "units" / f".fault-injected-unit-{unit}"
-        if marker.exists():
-            return
-        marker.write_text(f"killed worker {self.worker_id} pid {os.getpid()}\n")
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _with_columns(tokens: pa.Table, stage: int, columns: dict[str, np.ndarray]) -> pa.Table:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
 
 from pipeline.hooks.hook import BatchContext, Hook, HookType
@@ -67,12 +68,22 @@ class LanguageModel:
         """
         path = str(name_or_path)
         torch_dtype = parse_dtype(dtype)
-        config = AutoConfig.from_pretrained(path)
-        auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
-        kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-        model = auto.from_pretrained(path, use_safetensors=True, **kwargs).to(device)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        return cls(model, tokenizer, name_or_path=path)
+        try:
+            config = AutoConfig.from_pretrained(path)
+            auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
+            kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
+            model = auto.from_pretrained(path, use_safetensors=True, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(path)
+        except (SafetensorError, OSError, ValueError) as e:
+            # transformers' and safetensors' errors often name no file ("invalid header
+            # length"); say which model folder failed and what it must hold.
+            reason = (str(e).splitlines() or [type(e).__name__])[0]
+            raise ValueError(
+                f"the model folder {path} could not be loaded: {reason} "
+                "(it needs config.json, safetensors weights and a tokenizer; a truncated or "
+                "pickled weights file is refused)"
+            ) from e
+        return cls(model.to(device), tokenizer, name_or_path=path)
 
     # --- facts about the model ---------------------------------------------------------
     @property

@@ -14,7 +14,25 @@ import numpy as np
 import torch
 
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, train_sae
+from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
+
+TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "sae")
+
+
+def claim_training_output(out: Path, resume: str | Path | None, overwrite: bool) -> None:
+    """Refuse an output folder that would mix two runs or hold someone else's files."""
+    if resume is not None and overwrite:
+        raise OutputFolderError(
+            "train_sae: --resume continues the run in --out and --overwrite deletes it; "
+            "pass one of them"
+        )
+    if claim_output_dir(out, TRAINING_OUTPUTS, "train_sae", overwrite) and resume is None:
+        raise OutputFolderError(
+            f"train_sae: {out} already holds a training run (checkpoints, metrics, SAE); "
+            f"pass --resume {out}/checkpoints/step_N to continue it, --overwrite to replace "
+            "it, or choose another --out"
+        )
 
 
 def store_chunks(
@@ -22,19 +40,23 @@ def store_chunks(
 ) -> Iterator[np.ndarray]:
     """float32 row chunks [<= chunk_rows, D] of one hook, pass after pass over the store.
 
-    Starts `skip_rows` rows in (modulo the store's size), so a resumed run continues
-    where the data stream of the first one was.
+    Reads only rows that hold data (`store.data_row_runs()`: all rows of a finished store,
+    the committed units' rows of a partial one). Starts `skip_rows` rows into that stream
+    (modulo its size), so a resumed run continues where the first one's data stream was.
     """
-    num_rows = store.num_rows
+    runs = store.data_row_runs()
+    num_rows = sum(stop - start for start, stop in runs)
     if num_rows < 1:
-        raise ValueError(f"the store at {store.root} has no rows")
-    start = skip_rows % num_rows
+        raise ValueError(f"the store at {store.root} has no rows to train on")
+    skip = skip_rows % num_rows
     while True:
-        while start < num_rows:
-            stop = min(start + chunk_rows, num_rows)
-            yield store.read(hook, slice(start, stop))
-            start = stop
-        start = 0
+        for run_start, run_stop in runs:
+            start = run_start + min(skip, run_stop - run_start)
+            skip -= start - run_start
+            while start < run_stop:
+                stop = min(start + chunk_rows, run_stop)
+                yield store.read(hook, slice(start, stop))
+                start = stop
 
 
 def train_sae_from_store(
@@ -45,15 +67,26 @@ def train_sae_from_store(
     resume: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    partial: bool = False,
+    overwrite: bool = False,
 ) -> SaeTrainer:
-    """`train_sae` on one hook's rows of an activation store (read with `ActivationStore`)."""
-    store = ActivationStore.open(store_path)
+    """`train_sae` on one hook's rows of an activation store (read with `ActivationStore`).
+
+    An unfinished store is refused unless `partial` (then: its committed units' rows only).
+    `out_dir` must be new, empty, or hold this kind of run: an earlier run there is
+    continued only with `resume`, replaced only with `overwrite`; anything else is refused
+    before training starts.
+    """
+    store = ActivationStore.open(store_path, partial)
+    store.data_units()  # an unfinished store is refused here, before anything is written
     if hook not in store.hooks:
         close = difflib.get_close_matches(hook, store.hooks, n=5, cutoff=0.3)
         hint = (
             f"closest: {', '.join(close)}" if close else f"the store has: {', '.join(store.hooks)}"
         )
         raise ValueError(f"hook {hook!r} is not in the store at {store_path}; {hint}")
+    if out_dir is not None:  # last of the checks: --overwrite deletes the earlier run
+        claim_training_output(Path(out_dir), resume, overwrite)
     skip_rows = checkpoint_step(resume) * config.batch_size if resume is not None else 0
     chunks = store_chunks(
         store, hook, chunk_rows=max(config.batch_size, config.buffer_size // 4), skip_rows=skip_rows

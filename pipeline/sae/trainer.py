@@ -45,9 +45,10 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
+from pipeline.file_formats import read_json, read_safetensors
 from pipeline.sae.architectures import JumpReluSae, ReluSae, TopKSae
 from pipeline.sae.base import Sae, load_sae
 from pipeline.sae.buffer import mixing_buffer
@@ -279,7 +280,7 @@ class SaeTrainer:
         `config` may change the schedule (steps, lr, ...) but not the SAE's shape.
         """
         path = Path(path)
-        meta = json.loads((path / STATE_JSON).read_text())
+        meta = read_json(path / STATE_JSON, "trainer checkpoint state")
         saved = TrainerConfig(**meta["config"])
         config = config or saved
         shape = ("architecture", "n_latents", "k")
@@ -289,7 +290,7 @@ class SaeTrainer:
             raise ValueError(f"checkpoint {path} holds {held}; the config asks for {asked}")
         trainer = cls(config, meta["n_inputs"], device=device)
         trainer.sae.load_state_dict(load_sae(path).state_dict())
-        tensors = load_file(str(path / STATE_TENSORS), device=str(device))
+        tensors = read_safetensors(path / STATE_TENSORS, str(device), "trainer checkpoint")
         trainer.tokens_since_fired_F = tensors["tokens_since_fired"]
         names = meta["param_names"]
         per_param: dict[int, dict[str, torch.Tensor]] = {}
@@ -382,4 +383,7 @@ def train_sae(
 
 def checkpoint_step(path: str | Path) -> int:
     """The step a checkpoint folder was written at."""
-    return int(json.loads((Path(path) / STATE_JSON).read_text())["step"])
+    state = Path(path) / STATE_JSON
+    if not state.is_file():
+        raise FileNotFoundError(2, "not a checkpoint folder (no trainer state)", str(state))
+    return int(read_json(state, "trainer checkpoint state")["step"])

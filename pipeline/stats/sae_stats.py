@@ -17,6 +17,7 @@ import torch
 
 from pipeline.sae import Sae, load_sae
 from pipeline.stats.features import FeatureStats
+from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
 
@@ -52,10 +53,15 @@ def unit_feature_stats(
 
 
 def stats_for_units(
-    store_path: str | Path, hook: str, sae: Sae | str | Path, units: Iterable[int], top_k: int
+    store_path: str | Path,
+    hook: str,
+    sae: Sae | str | Path,
+    units: Iterable[int],
+    top_k: int,
+    partial: bool = False,
 ):
     """Merged statistics of several units (one map task's worth of work)."""
-    store, model = ActivationStore.open(store_path), open_sae(sae)
+    store, model = ActivationStore.open(store_path, partial), open_sae(sae)
     check_widths(store, hook, model)
     # A generator, so each unit's partial is merged and dropped: memory stays O(latents)
     # however many units a task has.
@@ -64,11 +70,19 @@ def stats_for_units(
 
 
 def sae_feature_stats(
-    store_path: str | Path, hook: str, sae: Sae | str | Path, top_k: int = 10
+    store_path: str | Path,
+    hook: str,
+    sae: Sae | str | Path,
+    top_k: int = 10,
+    partial: bool = False,
 ) -> FeatureStats:
-    """Statistics of every row of `hook` in the store, in this process."""
-    store = ActivationStore.open(store_path)
-    return stats_for_units(store_path, hook, sae, range(store.num_units), top_k)
+    """Statistics of every row of `hook` in the store, in this process.
+
+    An unfinished store is refused (`UnfinishedStoreError`) unless `partial`: then only
+    its committed units count (`num_tokens` says how many rows that was).
+    """
+    units = ActivationStore.open(store_path, partial).data_units()
+    return stats_for_units(store_path, hook, sae, units, top_k, partial)
 
 
 def context_text(tokens: pd.DataFrame, row: int, width: int) -> str:
@@ -82,11 +96,33 @@ def context_text(tokens: pd.DataFrame, row: int, width: int) -> str:
     return " ".join(parts)
 
 
+STATS_OUTPUTS = ("features.parquet", "examples.parquet")
+
+
+def claim_stats_output(out: str | Path, overwrite: bool = False) -> Path:
+    """Check `out` may receive the tables, before any statistic is computed.
+
+    Refuses a file, an activation store, a folder holding anything but our two tables,
+    and, unless `overwrite`, earlier tables (which `overwrite` then removes).
+    """
+    out = Path(out)
+    if claim_output_dir(out, STATS_OUTPUTS, "sae_stats", overwrite):
+        raise OutputFolderError(
+            f"sae_stats: {out} already holds feature tables; pass --overwrite (overwrite=True) "
+            "to replace them, or choose another --out"
+        )
+    return out
+
+
 def write_feature_tables(
-    stats: FeatureStats, store_path: str | Path, out: str | Path, context: int = 8
+    stats: FeatureStats,
+    store_path: str | Path,
+    out: str | Path,
+    context: int = 8,
+    overwrite: bool = False,
 ) -> Path:
     """`features.parquet` (one row per latent) and `examples.parquet` (top examples with text)."""
-    out = Path(out)
+    out = claim_stats_output(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     store = ActivationStore.open(store_path)
     stats.features_frame().to_parquet(out / "features.parquet", index=False)

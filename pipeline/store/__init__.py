@@ -15,7 +15,7 @@ from pipeline.store.plan import (
     tokenize_documents,
 )
 from pipeline.store.planner import PlanResult, plan_corpus
-from pipeline.store.reader import ActivationStore
+from pipeline.store.reader import ActivationStore, UnfinishedStoreError
 from pipeline.store.verify import StoreVerificationError
 from pipeline.store.writer import StoreWriter, UnitWriteError
 
@@ -32,6 +32,7 @@ __all__ = [
     "StoreVerificationError",
     "StoreWriter",
     "TokenPlan",
+    "UnfinishedStoreError",
     "UnitWriteError",
     "bfloat16_bits_to_float32",
     "build_plan",

@@ -47,6 +47,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pipeline.checks import check_bool, check_choice, check_int, check_str
 from pipeline.store.corpus_readers import decode_utf8, list_files, make_reader
 
 __all__ = ["CORPUS_KINDS", "Corpus", "CorpusConfig", "CorpusShard", "Document", "decode_utf8"]
@@ -89,24 +90,21 @@ class CorpusConfig:
     shard_bytes: int = 4 * 2**20
 
     def __post_init__(self) -> None:
-        if self.kind not in CORPUS_KINDS:
-            raise ValueError(f"kind must be one of {list(CORPUS_KINDS)}, got {self.kind!r}")
+        check_choice("corpus.kind", self.kind, CORPUS_KINDS)
         if self.kind == "pydoc" and self.path is not None:
-            raise ValueError("path must be None for kind='pydoc' (the corpus is embedded)")
+            raise ValueError("corpus.path must be null for kind 'pydoc' (the corpus is embedded)")
         if self.kind != "pydoc" and not self.path:
-            raise ValueError(f"path is required for kind={self.kind!r}")
-        if not self.text_field:
-            raise ValueError("text_field must be a non-empty string")
+            raise ValueError(f"corpus.path is required for kind {self.kind!r}")
+        check_str("corpus.path", self.path, optional=True)
+        check_str("corpus.text_field", self.text_field)
+        check_bool("corpus.one_per_line", self.one_per_line)
         if self.one_per_line and self.kind != "text":
-            raise ValueError("one_per_line applies only to kind='text'")
+            raise ValueError("corpus.one_per_line applies only to kind 'text'")
+        check_str("corpus.split", self.split, optional=True)
         if self.split is not None and self.kind != "hf_disk":
-            raise ValueError("split applies only to kind='hf_disk'")
-        if self.max_documents is not None and self.max_documents < 1:
-            raise ValueError(f"max_documents must be >= 1 or None, got {self.max_documents}")
-        if isinstance(self.shard_bytes, bool) or not isinstance(self.shard_bytes, int):
-            raise ValueError(f"shard_bytes must be an int >= 1, got {self.shard_bytes!r}")
-        if self.shard_bytes < 1:
-            raise ValueError(f"shard_bytes must be >= 1, got {self.shard_bytes}")
+            raise ValueError("corpus.split applies only to kind 'hf_disk'")
+        check_int("corpus.max_documents", self.max_documents, optional=True)
+        check_int("corpus.shard_bytes", self.shard_bytes)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -52,7 +52,7 @@ def list_files(cfg: CorpusConfig) -> list[Path]:
     if skip_private:  # like pyarrow.dataset: `_name` files and folders are not data
         matches = [p for p in matches if not _has_private_part(p, cfg.path)]
     if not matches:
-        raise ValueError(f"path {cfg.path!r} matched no files")
+        raise ValueError(f"corpus.path {cfg.path!r} matched no files; check the path or glob")
     return [Path(p) for p in matches]
 
 
@@ -324,7 +324,7 @@ class HfDiskReader:
 def _hf_root(cfg: CorpusConfig) -> Path:
     root = Path(cfg.path)
     if not root.is_dir():
-        raise ValueError(f"path {cfg.path!r} is not a directory (hf_disk needs one)")
+        raise ValueError(f"corpus.path {cfg.path!r} is not a directory (hf_disk needs one)")
     return root
 
 

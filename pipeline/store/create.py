@@ -13,7 +13,6 @@ non-empty directory that is not a store, even with overwrite=True.
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +27,6 @@ from pipeline.store.layout import (
     PLAN_DIR,
     PLAN_JSON,
     STORE_JSON,
-    TMP_SUFFIX,
     UNITS_DIR,
     ZARR_DIR,
     unit_name_width,
@@ -40,6 +38,7 @@ from pipeline.store.meta import (
     read_store_json,
     write_json_atomic,
 )
+from pipeline.store.output_dir import foreign_entries, remove_entries
 from pipeline.store.plan import PlanConfig
 from pipeline.store.planner import PlanResult
 from pipeline.store.shards import inner_chunk_rows
@@ -97,11 +96,14 @@ def _agrees(key: str, given: Any, derived: Any) -> bool:
     return json.loads(json.dumps(given)) == json.loads(json.dumps(derived))
 
 
-def begin_store(root: Path, fingerprint: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
+def begin_store(
+    root: Path, fingerprint: dict[str, Any], overwrite: bool, command: str | None = None
+) -> dict[str, Any] | None:
     """store.json of a planned store with this fingerprint, or None when planning is to do.
 
     Creates the directory and plan/plan.json, or checks an existing one's fingerprint;
-    raises StoreMismatchError naming every differing field, touching nothing.
+    raises StoreMismatchError naming every differing field, touching nothing. `command`:
+    the shell command that finishes the store (shown by readers of an unfinished one).
     """
     if prepare_directory(root, overwrite):
         if (root / STORE_JSON).is_file():
@@ -114,7 +116,7 @@ def begin_store(root: Path, fingerprint: dict[str, Any], overwrite: bool) -> dic
     (root / PLAN_DIR).mkdir(parents=True, exist_ok=True)
     write_json_atomic(
         root / PLAN_DIR / PLAN_JSON,
-        {"format_version": FORMAT_VERSION, "fingerprint": fingerprint},
+        {"format_version": FORMAT_VERSION, "fingerprint": fingerprint, "command": command},
     )
     return None
 
@@ -131,28 +133,19 @@ def prepare_directory(root: Path, overwrite: bool) -> bool:
         raise ValueError(f"store path {root} is an existing file; give a directory path")
     if not root.exists():
         return False
-    entries = {entry.name for entry in root.iterdir()}
-    ours = {name for name in entries if name in KNOWN_ENTRIES or _is_our_temp(name)}
-    if entries - ours:
+    foreign = foreign_entries(root, KNOWN_ENTRIES)
+    if foreign:
         raise ValueError(
             f"store path {root} is a non-empty directory that is not an activation store "
-            f"(it holds {sorted(entries - ours)[:5]}); refusing to write or delete there"
+            f"(it holds {foreign[:5]}); refusing to write or delete there"
         )
+    entries = {entry.name for entry in root.iterdir()}
     resumable = STORE_JSON in entries or (root / PLAN_DIR / PLAN_JSON).is_file()
     if resumable and not overwrite:
         return True
     # Overwrite, or a creation that crashed before plan.json: nothing committed, remove it.
-    for name in ours:
-        path = root / name
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
+    remove_entries(root, entries)
     return False
-
-
-def _is_our_temp(name: str) -> bool:
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
 
 
 def create_store(
@@ -194,11 +187,13 @@ def create_store(
         }
     (root / UNITS_DIR).mkdir(exist_ok=True)
     num_units = -(-num_rows // rows_per_unit)
+    command = json.loads((root / PLAN_DIR / PLAN_JSON).read_text()).get("command")
     store_json = {
         "format_version": FORMAT_VERSION,
         "pipeline_version": pipeline_version(),
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "fingerprint": fingerprint,
+        "command": command,
         "plan_fingerprint": plan.fingerprint,
         "hooks": hooks_meta,
         "dtype": dtype,

@@ -57,6 +57,12 @@ class PlanIndex:
     def num_units(self) -> int:
         return -(-self.num_rows // self.rows_per_unit)
 
+    def close(self) -> None:
+        """Close the token files kept open (a failed run must not pin its folder)."""
+        for parquet, _ in self._files.values():
+            parquet.close()
+        self._files.clear()
+
     def unit_rows(self, unit: int) -> tuple[int, int]:
         return unit_rows(unit, self.rows_per_unit, self.num_rows)
 

@@ -4,6 +4,14 @@ The store is plain Zarr + Parquet (docs/store-format.md), so this class only add
 conveniences: rows given as a slice or an index array, bfloat16 widened to float32, token
 rows read only from the row groups that hold them (plan_index.py), and `verify()`.
 
+A store whose capture has not finished holds zero fill where units are pending. Reading
+activations from it (`read`, `iter_batches`, `to_pandas`) raises `UnfinishedStoreError`
+("N of M units committed", and the command that finishes it), so no analysis ever takes
+the zero fill for data. `ActivationStore.open(path, partial=True)` opts in to the committed
+units only: `data_units()` and `data_row_runs()` say which, `iter_batches` yields only
+their rows, and reading a row of a pending unit raises. Token and docs tables are complete
+as soon as the store exists (they are planned first) and are always readable.
+
 `to_pandas` puts each hook in one column of `pd.ArrowDtype(fixed_size_list<float32>[d])`:
 compact (one contiguous buffer, no Python object per row), it survives `df.to_parquet`,
 and `np.stack(df[hook].to_numpy())` gives back the [rows, d] matrix.
@@ -25,7 +33,7 @@ import pyarrow.dataset as pads
 import zarr
 
 from pipeline.store.dtypes import to_float32
-from pipeline.store.layout import DOCS_DIR, TOKENS_DIR, ZARR_DIR
+from pipeline.store.layout import DOCS_DIR, SUCCESS, TOKENS_DIR, ZARR_DIR
 from pipeline.store.manifest import committed_units, read_record
 from pipeline.store.meta import NotAStoreError, read_store_json
 from pipeline.store.plan import TOKEN_SCHEMA
@@ -34,12 +42,29 @@ from pipeline.store.plan_index import PlanIndex
 Rows = slice | Sequence[int] | np.ndarray | None
 
 
+class UnfinishedStoreError(NotAStoreError):
+    """The store's capture has not finished: some units hold no data yet."""
+
+    def __init__(self, root: Path, num_committed: int, num_units: int, command: str | None):
+        self.num_committed, self.num_units = num_committed, num_units
+        finish = f": {command}" if command else " with the same config and --out"
+        super().__init__(
+            f"the store {root} is unfinished: {num_committed} of {num_units} units committed "
+            f"(the rest are zero fill, not data). Finish it by running its capture again"
+            f"{finish}; or read only the committed units with ActivationStore.open(path, "
+            "partial=True) / the job's --partial flag"
+        )
+
+
 class ActivationStore:
     """A store opened for reading. Build it with `ActivationStore.open(path)`."""
 
-    def __init__(self, root: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, root: Path, meta: dict[str, Any], partial: bool = False) -> None:
         self.root = root
         self.meta = meta
+        self.partial = partial
+        self._finished = False
+        self._committed: set[int] = set()
         self.hooks: list[str] = list(meta["hooks"])
         self.num_rows: int = meta["num_rows"]
         self.num_units: int = meta["num_units"]
@@ -53,9 +78,43 @@ class ActivationStore:
             raise NotAStoreError(f"{root} has store.json but no readable {ZARR_DIR}") from e
 
     @classmethod
-    def open(cls, path: str | os.PathLike) -> ActivationStore:
+    def open(cls, path: str | os.PathLike, partial: bool = False) -> ActivationStore:
+        """Open a store; `partial=True` allows reading the committed units of an
+        unfinished one (only those: rows of pending units raise instead of reading zeros)."""
         root = Path(path)
-        return cls(root, read_store_json(root))
+        return cls(root, read_store_json(root), partial)
+
+    @property
+    def finished(self) -> bool:
+        """Whether the capture finished (every unit committed and `_SUCCESS` written)."""
+        if not self._finished:
+            self._finished = (self.root / SUCCESS).is_file()
+        return self._finished
+
+    def data_units(self) -> list[int]:
+        """Units whose activations may be read: every unit of a finished store; the
+        committed ones of an unfinished store opened with partial=True; else it raises."""
+        if self.finished:
+            return list(range(self.num_units))
+        committed = self.committed_units()
+        if len(committed) == self.num_units:
+            return list(range(self.num_units))
+        if not self.partial:
+            raise UnfinishedStoreError(
+                self.root, len(committed), self.num_units, self.meta.get("command")
+            )
+        return sorted(committed)
+
+    def data_row_runs(self) -> list[tuple[int, int]]:
+        """[start, stop) row ranges of `data_units()`, adjacent units merged."""
+        runs: list[tuple[int, int]] = []
+        for unit in self.data_units():
+            start, stop = self.index.unit_rows(unit)
+            if runs and runs[-1][1] == start:
+                runs[-1] = (runs[-1][0], stop)
+            else:
+                runs.append((start, stop))
+        return runs
 
     def d(self, hook: str) -> int:
         return int(self._hook(hook)["d"])
@@ -69,6 +128,7 @@ class ActivationStore:
         """float32 [N, D] for rows given as a slice, an int index array, or None (all)."""
         array = self.activations(hook)
         selection = self._normalize_rows(rows)
+        self._require_data(selection)
         if isinstance(selection, slice):
             stored = array[selection]
         elif len(selection) == 0:
@@ -80,11 +140,13 @@ class ActivationStore:
         return to_float32(stored, self._hook(hook)["logical_dtype"])
 
     def iter_batches(self, hook: str, num_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(first row, float32 [<= num_rows, D]) batches in row order."""
+        """(first row, float32 [<= num_rows, D]) batches in row order (of a partial
+        store, only the committed units' rows: check the first row of each batch)."""
         if num_rows < 1:
             raise ValueError(f"num_rows must be >= 1, got {num_rows}")
-        for start in range(0, self.num_rows, num_rows):
-            yield start, self.read(hook, slice(start, min(start + num_rows, self.num_rows)))
+        for run_start, run_stop in self.data_row_runs():
+            for start in range(run_start, run_stop, num_rows):
+                yield start, self.read(hook, slice(start, min(start + num_rows, run_stop)))
 
     def tokens(self, rows: Rows = None) -> pa.Table:
         """The token table (row, doc_id, window, position, token_id, is_special, token)."""
@@ -138,6 +200,28 @@ class ActivationStore:
         from pipeline.store.verify import verify_store
 
         return verify_store(self, check_data=check_data)
+
+    def _require_data(self, selection: slice | np.ndarray) -> None:
+        """Raise unless every selected row lies in a unit that holds data."""
+        if self.finished:
+            return
+        if isinstance(selection, slice):
+            if selection.stop <= selection.start:
+                return
+            first = selection.start // self.rows_per_unit
+            units = range(first, (selection.stop - 1) // self.rows_per_unit + 1)
+        else:
+            units = np.unique(selection // self.rows_per_unit).tolist()
+        if all(unit in self._committed for unit in units):
+            return
+        self._committed = set(self.data_units())  # raises unless finished or partial
+        pending = [unit for unit in units if unit not in self._committed]
+        if pending:  # only a partial store gets here: data_units() raised otherwise
+            raise ValueError(
+                f"rows requested from {self.root} lie in units {pending[:10]} that are not "
+                "committed yet (the store is unfinished; data_row_runs() lists the rows that "
+                "hold data)"
+            )
 
     def _hook(self, hook: str) -> dict[str, Any]:
         if hook not in self.meta["hooks"]:

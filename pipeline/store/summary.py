@@ -54,6 +54,12 @@ def describe_store(
         + (f", pending {_short(pending)}" if pending else "")
         + f" ({store.rows_per_unit} rows each)"
     )
+    if pending:
+        command = meta.get("command") or "its capture command again, with the same config and --out"
+        lines.append(
+            f"unfinished: readers refuse its activations until every unit is committed; "
+            f"finish it with: {command}"
+        )
     verified, verdict = _verify(store, check_data)
     lines.append(f"verify: {verdict}")
     if num_token_rows > 0 and store.committed_units():

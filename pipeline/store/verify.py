@@ -11,7 +11,6 @@ hash to the sha256 in its record; `_SUCCESS` exists.
 from __future__ import annotations
 
 import hashlib
-import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,10 +50,9 @@ def verify_store(store: ActivationStore, check_data: bool = True) -> dict[str, A
         problems.append(f"commit records for units outside [0, {store.num_units}): {extra}")
     bytes_checked = 0
     for unit in sorted(committed):
-        try:
-            bytes_checked += _check_unit(store, unit, check_data, problems)
-        except Exception as e:  # a record that cannot be read is a problem, not a crash
-            problems.append(f"unit {unit}: could not check: {type(e).__name__}: {e}")
+        found, checked = unit_problems(store, unit, check_data)
+        problems += found
+        bytes_checked += checked
     bytes_checked += _check_parts(store, check_data, problems)
     if not (store.root / SUCCESS).is_file():
         problems.append(f"{SUCCESS} is missing (finalize() has not run)")
@@ -70,11 +68,29 @@ def verify_store(store: ActivationStore, check_data: bool = True) -> dict[str, A
     }
 
 
-def _check_unit(store: ActivationStore, unit: int, check_data: bool, problems: list[str]) -> int:
+def unit_problems(store: ActivationStore, unit: int, check_data: bool) -> tuple[list[str], int]:
+    """What is wrong with a committed unit, and the bytes hashed to find out.
+
+    Cheap checks always (the record parses and names this unit's rows and every hook; each
+    shard file it names exists with the recorded size); with `check_data`, each hook's
+    rows read back through Zarr hash to the recorded sha256.
+    """
+    problems: list[str] = []
     try:
         record = store.unit_record(unit)
-    except json.JSONDecodeError as e:
-        problems.append(f"unit {unit}: commit record is not valid JSON ({e})")
+        checked = _check_unit(store, unit, record, check_data, problems)
+    except (OSError, ValueError) as e:  # unreadable or not JSON: a problem, not a crash
+        return [f"unit {unit}: commit record cannot be read ({type(e).__name__}: {e})"], 0
+    except (KeyError, TypeError, AttributeError) as e:
+        return [f"unit {unit}: commit record is malformed ({type(e).__name__}: {e})"], 0
+    return problems, checked
+
+
+def _check_unit(
+    store: ActivationStore, unit: int, record: Any, check_data: bool, problems: list[str]
+) -> int:
+    if not isinstance(record, dict):
+        problems.append(f"unit {unit}: commit record is not a JSON object")
         return 0
     start = unit * store.rows_per_unit
     stop = min(start + store.rows_per_unit, store.num_rows)
@@ -87,7 +103,22 @@ def _check_unit(store: ActivationStore, unit: int, check_data: bool, problems: l
     if set(arrays) != set(store.hooks):
         problems.append(f"unit {unit}: record has hooks {sorted(arrays)}, store {store.hooks}")
     for hook in store.hooks:
-        if not check_data or hook not in arrays:
+        if hook not in arrays:
+            continue
+        entry = arrays[hook]
+        if "file" in entry:  # records written since the file and its size were recorded
+            path = store.root / entry["file"]
+            size = path.stat().st_size if path.is_file() else None
+            if size is None:
+                problems.append(f"unit {unit}, hook {hook!r}: shard {entry['file']} is missing")
+                continue
+            if size != entry["bytes"]:
+                problems.append(
+                    f"unit {unit}, hook {hook!r}: shard {entry['file']} does not match its "
+                    f"record ({size} bytes, recorded {entry['bytes']})"
+                )
+                continue
+        if not check_data:
             continue
         try:
             stored = np.ascontiguousarray(store.activations(hook)[start:stop])
@@ -95,32 +126,45 @@ def _check_unit(store: ActivationStore, unit: int, check_data: bool, problems: l
             problems.append(f"unit {unit}, hook {hook!r}: cannot read rows: {e}")
             continue
         checked += stored.nbytes
-        if hashlib.sha256(stored.data).hexdigest() != arrays[hook].get("sha256"):
+        if hashlib.sha256(stored.data).hexdigest() != entry.get("sha256"):
             problems.append(f"unit {unit}, hook {hook!r}: data does not match its sha256")
     return checked
+
+
+def part_problems(store: Any, part: dict[str, int], check_data: bool) -> tuple[list[str], int]:
+    """What is wrong with one plan part: its record, and its token and docs files (each
+    must exist with the recorded size; with `check_data`, hash to the recorded sha256)."""
+    index = part["part"]
+    problems: list[str] = []
+    try:
+        record = read_part_record(store.root, index, store.meta["part_name_width"])
+    except (OSError, ValueError) as e:
+        return [f"part {index}: record cannot be read ({e})"], 0
+    if record is None:
+        return [f"part {index}: plan record is missing"], 0
+    checked = 0
+    try:
+        for kind in ("tokens", "docs"):
+            checked += _check_file(store, index, kind, record[kind], check_data, problems)
+        if record["tokens"]["num_rows"] != part["row_stop"] - part["row_start"]:
+            problems.append(f"part {index}: token file holds {record['tokens']['num_rows']} rows")
+    except (KeyError, TypeError) as e:
+        problems.append(f"part {index}: record is malformed ({type(e).__name__}: {e})")
+    return problems, checked
 
 
 def _check_parts(store: ActivationStore, check_data: bool, problems: list[str]) -> int:
     """Parts tile the rows; each part's files match the sha256 its record holds."""
     checked, row = 0, 0
-    width = store.meta["part_name_width"]
     for part in store.meta["parts"]:
-        index = part["part"]
         if part["row_start"] != row:
-            problems.append(f"part {index}: starts at row {part['row_start']}, expected {row}")
+            problems.append(
+                f"part {part['part']}: starts at row {part['row_start']}, expected {row}"
+            )
         row = part["row_stop"]
-        try:
-            record = read_part_record(store.root, index, width)
-        except (OSError, ValueError) as e:
-            problems.append(f"part {index}: record cannot be read ({e})")
-            continue
-        if record is None:
-            problems.append(f"part {index}: plan record is missing")
-            continue
-        for kind in ("tokens", "docs"):
-            checked += _check_file(store, index, kind, record[kind], check_data, problems)
-        if record["tokens"]["num_rows"] != part["row_stop"] - part["row_start"]:
-            problems.append(f"part {index}: token file holds {record['tokens']['num_rows']} rows")
+        found, part_checked = part_problems(store, part, check_data)
+        problems += found
+        checked += part_checked
     if row != store.num_rows:
         problems.append(f"plan parts cover rows [0, {row}), the store has {store.num_rows}")
     return checked
@@ -130,6 +174,13 @@ def _check_file(store, index: int, kind: str, entry: dict, check_data: bool, pro
     path = store.root / entry["path"]
     if not path.is_file():
         problems.append(f"part {index}: {kind} file {entry['path']} is missing")
+        return 0
+    size = path.stat().st_size
+    if "bytes" in entry and size != entry["bytes"]:
+        problems.append(
+            f"part {index}: {kind} file {entry['path']} does not match its record ({size} "
+            f"bytes, recorded {entry['bytes']})"
+        )
         return 0
     if not check_data:
         return 0

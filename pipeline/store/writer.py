@@ -34,6 +34,7 @@ from pipeline.store.layout import (
     SUCCESS,
     TMP_SUFFIX,
     ZARR_DIR,
+    part_record_file,
     record_file,
 )
 from pipeline.store.manifest import build_record, committed_units
@@ -46,6 +47,20 @@ from pipeline.store.shards import direct_write_supported, write_shard
 
 class UnitWriteError(OSError):
     """Writing a unit failed on disk; the unit stays pending. `errno` is the original's."""
+
+
+def _planned(root: Path, plan: Callable[[Path], PlanResult]) -> PlanResult:
+    """`plan(root)`, with a disk error saying what a rerun does."""
+    try:
+        return plan(root)
+    except OSError as e:
+        raise OSError(
+            e.errno,
+            f"planning the store {root} stopped: {e.strerror or e}. The parts already "
+            "written are committed and kept; free the space (or fix the cause) and run the "
+            "same command again to resume planning",
+            e.filename,
+        ) from e
 
 
 class StoreWriter:
@@ -66,6 +81,7 @@ class StoreWriter:
         self._pool = ThreadPoolExecutor(
             max_workers=min(8, 2 * len(self.hooks)), thread_name_prefix="shard"
         )
+        self.repairs: list[str] = []  # what `recheck` found damaged and redoes
 
     @classmethod
     def create_or_open(
@@ -78,28 +94,88 @@ class StoreWriter:
         plan: Callable[[Path], PlanResult],
         overwrite: bool = False,
         fsync: bool = True,
+        verify: bool = False,
+        command: str | None = None,
     ) -> StoreWriter:
         """Create the store (planning it with `plan(root)`), or open it to resume if its
         fingerprint equals this run's; an unfinished planning is resumed by `plan`.
 
+        Reopening checks what the rerun would trust (`recheck`): damaged parts are planned
+        again and damaged units made pending; `repairs` lists what was found.
+
         meta: what decides the bytes besides hooks, dtype and `config` (model id, weights
             hash, tokenizer, corpus fingerprint, ...); JSON values. hooks: name -> width d.
         dtype: "float32", "float16" or "bfloat16". overwrite: delete an existing store first.
+        verify: also hash every committed unit's data and every part's files (slow: reads
+            the whole store) instead of checking file sizes only.
+        command: the shell command that finishes this store, recorded for readers.
         Raises StoreMismatchError (a ValueError) naming every differing field, before any
         corpus is read. Not safe for concurrent creation: create once, then `open`.
         """
         root = Path(path)
         fingerprint = build_fingerprint(meta, hooks, dtype, config)
-        store_json = begin_store(root, fingerprint, overwrite)
+        store_json = begin_store(root, fingerprint, overwrite, command)
         if store_json is None:
-            store_json = create_store(root, fingerprint, hooks, dtype, config, plan(root))
-        return cls(root, store_json, fsync)
+            store_json = create_store(root, fingerprint, hooks, dtype, config, _planned(root, plan))
+            return cls(root, store_json, fsync)
+        writer = cls(root, store_json, fsync)
+        writer.repairs = writer.recheck(verify, lambda: plan(root))
+        return writer
 
     @classmethod
     def open(cls, path: str | os.PathLike, fsync: bool = True) -> StoreWriter:
         """Open a store the driver created, from a worker: never creates or deletes."""
         root = Path(path)
         return cls(root, read_store_json(root), fsync)
+
+    def recheck(self, verify: bool, replan: Callable[[], PlanResult]) -> list[str]:
+        """Check every committed part and unit before a rerun skips it; redo the damaged.
+
+        Cheap by default: each record parses and names its rows, and each file it names
+        exists with the recorded size (one stat per file; no data is read). `verify` also
+        hashes the data. A damaged part's record is removed and `replan` plans from it
+        again (same corpus, same bytes: the plan fingerprint must come out equal); a
+        damaged unit's record is removed, so it is pending and this run recomputes it.
+        Returns one line per damaged part or unit, saying what was wrong.
+        """
+        from pipeline.store.reader import ActivationStore
+        from pipeline.store.verify import part_problems, unit_problems
+
+        reader = ActivationStore(self.root, self.store_json, partial=True)
+        bad_parts, bad_units = {}, {}
+        for part in self.store_json["parts"]:
+            problems, _ = part_problems(reader, part, verify)
+            if problems:
+                bad_parts[part["part"]] = problems
+        for unit in sorted(self.committed_units()):
+            problems, _ = unit_problems(reader, unit, verify)
+            if problems:
+                bad_units[unit] = problems
+        if not bad_parts and not bad_units:
+            return []
+        (self.root / SUCCESS).unlink(missing_ok=True)  # readers must not take it as finished
+        repairs = [f"{'; '.join(p)}: planning part {i} again" for i, p in bad_parts.items()]
+        repairs += [f"{'; '.join(p)}: recomputing unit {u}" for u, p in bad_units.items()]
+        if bad_parts:
+            for index in bad_parts:
+                part_record_file(self.root, index, self.store_json["part_name_width"]).unlink(
+                    missing_ok=True
+                )
+            result = replan()
+            if result.fingerprint != self.store_json["plan_fingerprint"]:
+                raise ValueError(
+                    f"planning the damaged parts of {self.root} again gave a different plan: the "
+                    "corpus changed since the store was made. Capture into a new folder (or "
+                    "with --overwrite)"
+                )
+        for unit in bad_units:
+            record_file(self.root, unit, self._width).unlink(missing_ok=True)
+        return repairs
+
+    def close(self) -> None:
+        """Release the writer's threads and open token files (safe to call twice)."""
+        self._pool.shutdown(wait=True)
+        self.index.close()
 
     @property
     def num_units(self) -> int:
@@ -167,6 +243,9 @@ class StoreWriter:
                     "sha256": digests[name].result(),
                     "shape": list(data_RD.shape),
                     "stored_dtype": self._stored.name,
+                    # A rerun checks the file exists with this size before trusting the unit.
+                    "file": current.relative_to(self.root).as_posix(),
+                    "bytes": current.stat().st_size,
                 }
             zarr_s = time.perf_counter() - began
             record = build_record(

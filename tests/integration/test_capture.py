@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import replace
@@ -18,7 +19,7 @@ from pipeline import LanguageModel, LayerActivationDetector
 from pipeline.capture import CaptureConfig, capture
 from pipeline.store.corpus import CorpusConfig
 from pipeline.store.meta import StoreMismatchError
-from pipeline.store.reader import ActivationStore
+from pipeline.store.reader import ActivationStore, UnfinishedStoreError
 from tests.helpers import capture_config, leftover_temp_files, store_arrays_equal
 
 REPO = Path(__file__).resolve().parents[2]
@@ -77,9 +78,11 @@ def test_rerun_of_finished_store_computes_nothing(tiny_gpt2_path, tmp_path):
 
 
 def run_capture_subprocess(
-    config_args: list[str], check: bool = True
+    config_args: list[str], check: bool = True, faults: dict | None = None
 ) -> subprocess.CompletedProcess:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "TRANSFORMERS_VERBOSITY": "error"}
+    if faults is not None:
+        env["PIPELINE_FAULTS"] = json.dumps(faults)
     command = [sys.executable, "-m", "jobs.capture", "--no-ray", "--quiet", *config_args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, check=check)
 
@@ -102,15 +105,26 @@ def test_sigkill_mid_unit_then_rerun_equals_clean_run(tiny_gpt2_path, tmp_path):
     clean = tmp_path / "clean"
     run_capture_subprocess(subprocess_args(tiny_gpt2_path, clean))
     killed = tmp_path / "killed"
-    fault = 'fault_injection={"kill_unit": 3, "kill_after_batches": 2, "signal": "SIGKILL"}'
-    died = run_capture_subprocess(subprocess_args(tiny_gpt2_path, killed, [fault]), check=False)
+    fault = {"kill_unit": 3, "after_batches": 2, "once": str(tmp_path / "killed-once")}
+    died = run_capture_subprocess(subprocess_args(tiny_gpt2_path, killed), False, fault)
     assert died.returncode == -9, died.stderr[-2000:]
     records_before = {p.name: p.read_text() for p in (killed / "units").glob("*.json")}
     # Unit 2 may still have been writing while unit 3 computed (the two overlap).
     assert sorted(records_before) in ([f"unit-{u:05d}.json" for u in range(n)] for n in (2, 3))
     assert not (killed / "_SUCCESS").exists()
+    command = json.loads((killed / "store.json").read_text())["command"]
+    with pytest.raises(UnfinishedStoreError, match="units committed") as info:
+        ActivationStore.open(killed).read("layer_1", slice(0, 10))
+    assert command in str(info.value) and command.startswith("python -m jobs.capture --set")
 
-    run_capture_subprocess(subprocess_args(tiny_gpt2_path, killed, [fault]))
+    # The command the store records finishes it, from any working directory.
+    python, *words = shlex.split(command)
+    env = {**os.environ, "TRANSFORMERS_VERBOSITY": "error"}
+    env.pop("PIPELINE_FAULTS", None)
+    finished = subprocess.run(
+        [sys.executable, *words, "--quiet", "--no-ray"], cwd=tmp_path, env=env, capture_output=True
+    )
+    assert finished.returncode == 0, finished.stderr[-2000:]
     assert store_arrays_equal(clean, killed)
     assert leftover_temp_files(killed) == []
     for name, text in records_before.items():  # committed units were not recomputed

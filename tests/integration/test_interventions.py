@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,6 +22,7 @@ from pipeline.capture import capture
 from pipeline.interventions import run_interventions, spec_from_dict
 from pipeline.sae import TopKSae, load_sae
 from pipeline.store.meta import StoreMismatchError
+from pipeline.store.output_dir import OutputFolderError
 from pipeline.store.reader import ActivationStore
 from tests.helpers import capture_config
 
@@ -177,7 +181,7 @@ def test_a_rerun_resumes_and_a_different_spec_is_refused(setup):
     first, table = run(setup, "resume", steps, max_units=2)
     assert first.units_computed == 2
     again, same = run(setup, "resume", steps, max_units=2)
-    assert again.units_computed == 0 and same.equals(table)
+    assert again.units_computed == 0 and again.units_damaged == 0 and same.equals(table)
     with pytest.raises(StoreMismatchError, match=r"steps.*\n.*pass --overwrite"):
         run(setup, "resume", [{"layer": "layer_2", "scale": 0.6}], max_units=2)
     replaced, _ = run(
@@ -194,8 +198,9 @@ def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path, capsys):
         "  - {name: zero, layer: layer_2, ablate: zero, positions: [1]}\n"
     )
     command = [sys.executable, "-m", "jobs.intervene", "--spec", str(spec), "--no-ray", "--quiet"]
+    fault = json.dumps({"kill_unit": 2, "once": str(tmp_path / "killed-once")})
     killed = subprocess.run(
-        [*command, "--set", "fault_injection={kill_unit: 2}"], cwd=REPO, capture_output=True
+        command, cwd=REPO, capture_output=True, env={**os.environ, "PIPELINE_FAULTS": fault}
     )
     assert killed.returncode == -signal.SIGKILL
     records = sorted((tmp_path / "killed" / "units").glob("unit-*.json"))
@@ -221,7 +226,7 @@ def test_a_killed_run_resumes_to_the_same_effects(setup, tmp_path, capsys):
         max_units=4,
     )
     assert effects(tmp_path / "killed").equals(table)
-    assert not [p for p in (tmp_path / "killed").rglob(".*") if ".fault" not in p.name]
+    assert not list((tmp_path / "killed").rglob(".*"))
 
 
 def test_an_encoder_gets_output_similarity_instead_of_next_token_effects(minilm_path, tmp_path):
@@ -245,20 +250,81 @@ def test_an_encoder_gets_output_similarity_instead_of_next_token_effects(minilm_
 @pytest.mark.parametrize(
     ("step", "message"),
     [
-        ({"layer": "layer_9", "scale": 2.0}, r"layer_9.*4 blocks"),
+        ({"layer": "layer_9", "scale": 2.0}, r"^steps\[0\] .*: layer: .*layer_9.*4 blocks"),
         ({"layer": "layer_1", "ablate": "mean", "scale": 1.0}, "exactly one of"),
-        ({"layer": "layer_2", "ablate": "mean"}, r"needs that layer in the store"),
+        (
+            {"layer": "layer_2", "ablate": "mean"},
+            r"^steps\[0\] \(name 'ablate@layer_2'\): ablate: mean needs the store's mean "
+            r"of layer_2, but the store holds only \['layer_1', 'layer_3'\]",
+        ),
         ({"layer": "layer_1", "sae": "/nonexistent/sae", "splice": True}, "does not exist"),
         ({"layer": "layer_1", "scale": 1.0, "colour": "red"}, r"unknown keys \['colour'\]"),
         ({"layer": "layer_1", "sae": "SAE"}, "changes nothing"),
+        (
+            {"name": "boost", "layer": "layer_1", "sae": "SAE", "concepts": {256: {"set": 1}}},
+            r"^steps\[0\] \(name 'boost'\): concepts\[256\]: latent 256 is outside the "
+            r"SAE's 256 latents \(0\.\.255",
+        ),
+        (
+            {"name": "steer", "layer": "layer_1", "add": {"sae": "SAE", "latent": 300}},
+            r"^steps\[0\] \(name 'steer'\): add\.latent: latent 300 is outside",
+        ),
+        (
+            {"name": "far", "layer": "layer_1", "scale": 0.0, "positions": [0, 64]},
+            r"^steps\[0\] \(name 'far'\): positions\[1\] = 64 is outside the store's "
+            r"64-token windows \(0\.\.63\)",
+        ),
     ],
 )
 def test_bad_specs_fail_before_any_work_with_the_reason(setup, step, message):
-    step = {k: (str(setup / "sae_layer_1") if v == "SAE" else v) for k, v in step.items()}
-    out = setup / "never"
+    def with_sae(value):
+        if isinstance(value, dict):
+            return {k: with_sae(v) for k, v in value.items()}
+        return str(setup / "sae_layer_1") if value == "SAE" else value
+
     with pytest.raises(ValueError, match=message):
-        run(setup, "never", [step])
-    assert not (out / "units").exists() or not list((out / "units").iterdir())
+        run(setup, "never", [with_sae(step)])
+    assert not (setup / "never").exists(), "nothing is written before the checks pass"
+
+
+def test_unknown_layers_name_the_step_the_measure_entry_and_the_tracker(setup):
+    sae = str(setup / "sae_layer_1")
+    cases = [
+        ({"measure": ["layer_1", "layer_7"]}, r"^measure\[1\]: unknown layer 'layer_7'"),
+        (
+            {"track": [{"name": "t", "layer": "transformer.h.9", "sae": sae, "latents": [1]}]},
+            r"^track\[0\] \(name 't'\): layer: unknown layer 'transformer\.h\.9'; closest "
+            r"names: transformer\.h\.",
+        ),
+        (
+            {"track": [{"name": "t", "layer": "layer_1", "sae": sae, "latents": [3, 256]}]},
+            r"^track\[0\] \(name 't'\): latents\[1\]: latent 256 is outside",
+        ),
+    ]
+    for extra, message in cases:
+        with pytest.raises(ValueError, match=message):
+            run(setup, "never", [{"layer": "layer_1", "scale": 2.0}], **extra)
+    assert not (setup / "never").exists()
+
+
+def test_positions_outside_the_windows_are_refused_before_the_model_is_loaded(setup, monkeypatch):
+    from pipeline.interventions import prepare
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded before the spec was checked")
+
+    monkeypatch.setattr(prepare.LanguageModel, "from_pretrained", no_model)
+    steps = [
+        {"name": "half", "layer": "layer_1", "scale": 0.5},
+        {"name": "zero", "layer": "layer_2", "ablate": "zero", "positions": [5000]},
+    ]
+    message = (
+        "steps[1] (name 'zero'): positions[0] = 5000 is outside the store's 64-token windows "
+        "(0..63)"
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        run(setup, "far", steps)
+    assert not (setup / "far").exists()
 
 
 def test_an_sae_of_the_wrong_width_is_refused(setup, tmp_path):
@@ -295,3 +361,183 @@ def test_the_job_runs_without_ray_and_prints_where_the_effects_are(setup, tmp_pa
     assert f"{tmp_path / 'job'}/effects" in done.stdout
     assert (tmp_path / "job" / "_SUCCESS").exists()
     assert pd.read_parquet(tmp_path / "job" / "summary.parquet").loc[0, "tokens"] == 512
+
+
+# --- the output folder: only this job's files are ever deleted ---------------------------------
+STEPS = [{"name": "half", "layer": "layer_1", "scale": 0.5}]
+
+
+def tree(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+def test_overwrite_replaces_only_this_jobs_entries(setup):
+    out = setup / "owned"
+    run(setup, "owned", STEPS, max_units=1)
+    (out / "units" / "notes.txt").write_text("inside the job's own units/: the job's to replace")
+    replaced, _ = run(setup, "owned", STEPS, max_units=1, overwrite=True)
+    assert replaced.units_computed == 1
+    assert not (out / "units" / "notes.txt").exists()
+    assert {p.name for p in out.iterdir()} == {
+        "intervention.json",
+        "effects",
+        "units",
+        "summary.parquet",
+        "summary.json",
+        "_SUCCESS",
+    }
+
+
+def test_overwrite_refuses_a_folder_with_foreign_files_listing_them_and_keeps_them(setup):
+    out = setup / "foreign"
+    _, table = run(setup, "foreign", STEPS, max_units=1)
+    (out / "notes.txt").write_text("mine")
+    (out / "plots").mkdir()
+    before = tree(out)
+    with pytest.raises(
+        OutputFolderError, match=r"holds files this job did not write \(notes\.txt, plots\)"
+    ):
+        run(setup, "foreign", STEPS, max_units=1, overwrite=True)
+    assert tree(out) == before
+    assert (out / "notes.txt").read_text() == "mine"
+    assert effects(out).equals(table), "the earlier output is untouched too"
+
+
+def test_a_folder_of_someone_elses_files_is_refused_before_anything_is_written(setup, tmp_path):
+    (tmp_path / "results.csv").write_text("a,b\n")
+    spec = spec_from_dict({"store": str(setup / "store"), "out": str(tmp_path), "steps": STEPS})
+    with pytest.raises(
+        OutputFolderError, match=r"\(results\.csv\); nothing was written or deleted"
+    ):
+        run_interventions(spec, progress=False)
+    assert tree(tmp_path) == ["results.csv"]
+
+
+def test_our_entries_without_intervention_json_are_refused_unless_overwrite(setup):
+    out = setup / "no-spec-json"
+    (out / "units").mkdir(parents=True)
+    (out / "units" / "unit-00000.json").write_text("{}")
+    with pytest.raises(OutputFolderError, match=r"holds units but no intervention\.json"):
+        run(setup, "no-spec-json", STEPS, max_units=1)
+    assert (out / "units" / "unit-00000.json").read_text() == "{}"
+    result, _ = run(setup, "no-spec-json", STEPS, max_units=1, overwrite=True)
+    assert result.units_computed == 1
+
+
+@pytest.mark.parametrize("inside", [False, True], ids=["the-store", "inside-the-store"])
+def test_an_activation_store_given_as_out_is_refused_by_name(setup, inside):
+    store = setup / "store"
+    out = store / "effects" if inside else store
+    before = tree(store)
+    what = "is inside the activation store" if inside else "is an activation store"
+    for overwrite in (False, True):
+        values = {"store": str(store), "out": str(out), "steps": STEPS, "overwrite": overwrite}
+        with pytest.raises(OutputFolderError, match=what):
+            run_interventions(spec_from_dict(values), progress=False)
+    assert tree(store) == before
+
+
+# --- a rerun checks the committed units it skips ----------------------------------------------
+@pytest.fixture(scope="module")
+def clean(setup):
+    """A finished 3-unit output to copy, damage and repair."""
+    result, table = run(setup, "clean", STEPS, max_units=3)
+    assert result.units_computed == 3
+    return setup / "clean", table
+
+
+def emptied_record(out):
+    (out / "units" / "unit-00001.json").write_text("")
+    return "commit record units/unit-00001.json is empty"
+
+
+def deleted_effects(out):
+    (out / "effects" / "unit-00001.parquet").unlink()
+    return "effects file effects/unit-00001.parquet is missing"
+
+
+def truncated_effects(out):
+    path = out / "effects" / "unit-00001.parquet"
+    size = path.stat().st_size
+    path.write_bytes(path.read_bytes()[: size // 2])
+    return f"effects file effects/unit-00001.parquet is {size // 2} bytes, its record says {size}"
+
+
+def record_of_another_unit(out):
+    path = out / "units" / "unit-00001.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "unit": 2}))
+    return "commit record units/unit-00001.json is for unit 2"
+
+
+@pytest.mark.parametrize(
+    "damage", [emptied_record, deleted_effects, truncated_effects, record_of_another_unit]
+)
+def test_a_damaged_unit_is_recomputed_and_only_that_unit(setup, clean, damage, capsys):
+    source, table = clean
+    out = setup / f"damaged-{damage.__name__}"
+    shutil.copytree(source, out)
+    problem = damage(out)
+    sound = {p.name: p.read_text() for p in (out / "units").glob("*.json") if "01" not in p.name}
+    result, repaired = run(setup, out.name, STEPS, max_units=3)
+    reported = [line for line in capsys.readouterr().err.splitlines() if line.startswith("unit")]
+    assert reported == [f"unit 1: {problem}; recomputing"]
+    assert result.units_computed == 1 and result.units_damaged == 1
+    assert result.damaged == {1: problem}
+    assert repaired.equals(table), "the effects equal a clean run's"
+    assert sound == {
+        p.name: p.read_text() for p in (out / "units").glob("*.json") if "01" not in p.name
+    }, "sound units were not recomputed"
+    again, _ = run(setup, out.name, STEPS, max_units=3)
+    assert again.units_computed == 0 and again.units_damaged == 0
+
+
+def test_verify_compares_the_effects_files_sha256(setup, clean, capsys):
+    source, table = clean
+    out = setup / "tampered"
+    shutil.copytree(source, out)
+    path = out / "effects" / "unit-00002.parquet"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the same size, other bytes: only the checksum tells
+    path.write_bytes(bytes(data))
+    trusted, _ = run(setup, "tampered", STEPS, max_units=3)
+    assert trusted.units_computed == 0, "without verify, sizes are checked, not contents"
+    spec = spec_from_dict(
+        {"store": str(setup / "store"), "out": str(out), "steps": STEPS, "max_units": 3}
+    )
+    checked = run_interventions(spec, progress=False, verify=True)
+    message = "effects file effects/unit-00002.parquet does not match the sha256 in its record"
+    assert f"unit 2: {message}; recomputing" in capsys.readouterr().err
+    assert checked.units_computed == 1 and checked.damaged == {2: message}
+    assert effects(out).equals(table)
+
+
+def test_a_commit_record_holds_its_effects_files_size_and_sha256(clean):
+    source, _ = clean
+    record = json.loads((source / "units" / "unit-00000.json").read_text())
+    data = (source / record["effects"]["file"]).read_bytes()
+    assert record["effects"]["bytes"] == len(data)
+    assert record["effects"]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_a_rerun_removes_the_hidden_temps_a_killed_run_left_in_its_own_folders(setup, clean):
+    source, table = clean
+    out = setup / "temps"
+    shutil.copytree(source, out)
+    temps = [
+        out / ".summary.json.123-abc.tmp",
+        out / "units" / ".unit-00001.json.123-abc.tmp",
+        out / "effects" / ".unit-00001.parquet.123-abc.tmp",
+    ]
+    for temp in temps:
+        temp.write_bytes(b"half")
+    result, repaired = run(setup, "temps", STEPS, max_units=3)
+    assert result.units_computed == 0 and repaired.equals(table)
+    assert not any(temp.exists() for temp in temps)
+
+
+def test_an_output_path_under_a_file_is_refused_before_the_model_loads(setup, tmp_path):
+    (tmp_path / "file").write_text("x")
+    out = tmp_path / "file" / "effects"
+    spec = spec_from_dict({"store": str(setup / "store"), "out": str(out), "steps": STEPS})
+    with pytest.raises(OutputFolderError, match=r"is not a writable folder \(.*file is a file\)"):
+        run_interventions(spec, progress=False)

@@ -68,17 +68,16 @@ def test_two_actors_equal_single_process(ray_cluster, tiny_gpt2_path, clean_stor
 
 
 def test_killed_actor_is_replaced_and_its_unit_recomputed_once(
-    ray_cluster, tiny_gpt2_path, clean_store, tmp_path
+    ray_cluster, tiny_gpt2_path, clean_store, tmp_path, monkeypatch
 ):
     from pipeline.distributed import run_capture
 
-    config = ray_config(
-        tiny_gpt2_path, tmp_path / "ray", fault_injection={"kill_unit": 3, "kill_after_batches": 2}
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv(
+        "PIPELINE_FAULTS", json.dumps({"kill_unit": 3, "after_batches": 2, "once": str(once)})
     )
-    result = run_capture(config, progress=False)
-    assert (
-        result.path / "units" / ".fault-injected-unit-3"
-    ).exists()  # an actor really died in unit 3
+    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), progress=False)
+    assert once.exists()  # an actor really died in unit 3
     ActivationStore.open(result.path).verify()
     assert store_arrays_equal(clean_store, result.path)
     by_unit = records(result.path)
@@ -87,13 +86,14 @@ def test_killed_actor_is_replaced_and_its_unit_recomputed_once(
     assert all(r["attempt"]["attempt"] == 0 for u, r in by_unit.items() if u != 3)
 
 
-def test_unit_failing_beyond_retries_fails_the_job_naming_it(ray_cluster, tiny_gpt2_path, tmp_path):
+def test_unit_failing_beyond_retries_fails_the_job_naming_it(
+    ray_cluster, tiny_gpt2_path, tmp_path, monkeypatch
+):
     from pipeline.distributed import run_capture
     from pipeline.distributed.scheduler import UnitFailedError
 
-    config = ray_config(
-        tiny_gpt2_path, tmp_path / "ray", max_retries=1, fault_injection={"raise_unit": 2}
-    )
+    monkeypatch.setenv("PIPELINE_FAULTS", json.dumps({"raise_unit": 2}))
+    config = ray_config(tiny_gpt2_path, tmp_path / "ray", max_retries=1)
     with pytest.raises(
         UnitFailedError,
         match=r"(?s)unit 2 failed 2 times.*RuntimeError: injected failure in unit 2",
@@ -153,6 +153,12 @@ def test_driver_killed_while_planning_then_rerun_equals_clean_run(
         names = sorted(p.name for p in (clean / folder).iterdir())
         assert names == sorted(p.name for p in (out / folder).iterdir())
         for name in names:  # part records hold no timestamps: every byte is the same
+            if name == "plan.json":  # it also records the command line (none in-process)
+                fingerprint = [
+                    json.loads((s / folder / name).read_text())["fingerprint"] for s in (clean, out)
+                ]
+                assert fingerprint[0] == fingerprint[1]
+                continue
             assert (clean / folder / name).read_bytes() == (out / folder / name).read_bytes()
     assert result.num_rows == ActivationStore.open(clean).num_rows
 

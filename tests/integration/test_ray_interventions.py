@@ -67,14 +67,16 @@ def test_two_actors_write_the_effects_one_process_writes(ray_cluster, store):
     assert workers == {"w0", "w1"}
 
 
-def test_a_killed_actor_is_replaced_and_its_unit_recomputed(ray_cluster, store):
+def test_a_killed_actor_is_replaced_and_its_unit_recomputed(
+    ray_cluster, store, monkeypatch, tmp_path
+):
     from pipeline.distributed.interventions import run_interventions_on_ray
 
-    result = run_interventions_on_ray(
-        spec(store, "killed", fault_injection={"kill_unit": 2}), progress=False
-    )
+    once = tmp_path / "killed-once"
+    monkeypatch.setenv("PIPELINE_FAULTS", json.dumps({"kill_unit": 2, "once": str(once)}))
+    result = run_interventions_on_ray(spec(store, "killed"), progress=False)
     out = store / "killed"
-    assert (out / "units" / ".fault-injected-unit-2").exists()
+    assert once.exists()
     record = json.loads((out / "units" / "unit-00002.json").read_text())
     assert record["attempt"]["attempt"] == 1, "unit 2 ran once more after its actor died"
     assert result.units_computed == 5
@@ -89,3 +91,21 @@ def test_a_gpu_request_on_a_cluster_without_gpus_fails_at_once(ray_cluster, stor
     with pytest.raises(ValueError, match="has 0 GPUs"):
         run_interventions_on_ray(spec(store, "gpu", num_gpus_per_worker=1), progress=False)
     assert not (store / "gpu").exists()
+
+
+def test_a_rerun_on_ray_recomputes_a_damaged_unit(ray_cluster, store, capsys):
+    from pipeline.distributed.interventions import run_interventions_on_ray
+
+    first = run_interventions_on_ray(spec(store, "damaged", max_units=2), progress=False)
+    assert first.units_computed == 2
+    out = store / "damaged"
+    table = effects(out)
+    (out / "effects" / "unit-00001.parquet").unlink()
+    again = run_interventions_on_ray(
+        spec(store, "damaged", max_units=2), progress=False, verify=True
+    )
+    assert "unit 1: effects file effects/unit-00001.parquet is missing; recomputing" in (
+        capsys.readouterr().err
+    )
+    assert again.units_computed == 1 and again.units_damaged == 1
+    assert effects(out).equals(table)

@@ -132,18 +132,21 @@ def test_train_sae_job_trains_on_a_store_and_resumes(store_path, tmp_path, capsy
     assert metrics[-1]["step"] == 45 and metrics[-1]["fve"] > 0
 
 
-def test_train_sae_job_names_the_store_hooks_for_an_unknown_hook(store_path, tmp_path):
-    with pytest.raises(ValueError, match="blocks.1"):
-        train_main(
-            [
-                "--store",
-                str(store_path),
-                "--hook",
-                "blocks.2",
-                "--n-latents",
-                "8",
-                "--k",
-                "2",
-                "--quiet",
-            ]
-        )
+def test_train_sae_job_names_the_store_hooks_for_an_unknown_hook(store_path, tmp_path, capsys):
+    status = train_main(
+        [
+            "--store",
+            str(store_path),
+            "--hook",
+            "blocks.2",
+            "--n-latents",
+            "8",
+            "--k",
+            "2",
+            "--quiet",
+        ]
+    )
+    assert status == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "hook 'blocks.2' is not in the store" in error[0]
+    assert "closest: blocks.1" in error[0]

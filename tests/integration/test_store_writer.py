@@ -149,7 +149,7 @@ def test_plan_json_holds_the_fingerprint_written_before_planning(tmp_path):
     write_store(tmp_path / "s", small_plan(), units=[], finalize=False)
     planned = json.loads((tmp_path / "s" / "plan" / "plan.json").read_text())
     stored = json.loads((tmp_path / "s" / "store.json").read_text())
-    assert planned == {"format_version": 2, "fingerprint": stored["fingerprint"]}
+    assert planned == {"format_version": 2, "fingerprint": stored["fingerprint"], "command": None}
 
 
 def test_reopening_with_the_same_config_resumes(tmp_path):

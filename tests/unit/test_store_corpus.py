@@ -97,7 +97,7 @@ def test_config_rejects_unknown_kind_naming_the_field():
 def test_config_requires_path_except_for_pydoc():
     with pytest.raises(ValueError, match="path is required"):
         CorpusConfig(kind="jsonl")
-    with pytest.raises(ValueError, match="path must be None"):
+    with pytest.raises(ValueError, match="path must be null"):
         CorpusConfig(kind="pydoc", path="x")
 
 

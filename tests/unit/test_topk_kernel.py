@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import numba  # noqa: F401  (a required dependency: a broken install must fail, not skip)
 import pytest
 import torch
 
 from pipeline.sae import topk_kernel
 from pipeline.sae.select import group_size, topk_rows
 
-pytestmark = pytest.mark.skipif(not topk_kernel.available(), reason="numba is not installed")
+
+def test_the_kernel_is_available_with_numba_installed():
+    assert topk_kernel.available()
 
 
 def assert_same_selection(pre: torch.Tensor, k: int) -> None:

@@ -1,0 +1,65 @@
+"""How every `jobs.*` command ends: one line for a user's mistake, a traceback for ours.
+
+A user error is an OSError (a missing or unreadable file, a full disk: its message names the
+file) or a ValueError raised by this project's own code: we raise those on purpose, with a
+message that names the bad value or file and what would fix it (a bad config or spec, a
+corrupt file). Such an error is printed as one line on stderr and the command exits 2;
+`--debug` (or PIPELINE_DEBUG=1) shows the traceback instead. Anything else (a ValueError
+raised inside a library, a TypeError, an assertion) is unexpected and keeps its
+traceback, so a bug is never disguised as a one-liner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+
+USER_ERROR_EXIT = 2
+_OURS = tuple(str(Path(__file__).resolve().parents[1] / name) for name in ("pipeline", "jobs"))
+
+
+def add_debug_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+
+
+def run_job(body: Callable[[], int], debug: bool = False) -> int:
+    """Run a job's body; a user error becomes one line on stderr and exit status 2."""
+    try:
+        return body()
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as error:
+        cause = user_error(error)
+        if cause is None or debug or os.environ.get("PIPELINE_DEBUG"):
+            raise
+        print(f"error: {one_line(cause)} (--debug shows the traceback)", file=sys.stderr)
+        return USER_ERROR_EXIT
+
+
+def user_error(error: BaseException) -> BaseException | None:
+    """The user-facing error behind `error`, or None when it is unexpected (a bug)."""
+    cause = getattr(error, "cause", None)  # a Ray task's or actor's error wraps the original
+    if cause is not None and type(error).__name__.startswith("Ray"):
+        return cause if isinstance(cause, ValueError | OSError) else None
+    if isinstance(error, OSError):
+        return error
+    if not isinstance(error, ValueError):
+        return None
+    frames = traceback.extract_tb(error.__traceback__)
+    if not frames:
+        return error
+    return error if frames[-1].filename.startswith(_OURS) else None
+
+
+def one_line(error: BaseException) -> str:
+    """The message with its lines joined: a list of differing fields reads as `a; b; c`."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    text = "; ".join(lines) if lines else type(error).__name__
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in text:
+        text = f"{error.filename}: {text}"
+    return text
