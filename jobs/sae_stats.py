@@ -2,8 +2,10 @@
 
 Writes OUT/features.parquet (per latent: times fired, frequency, mean/std while active,
 max) and OUT/examples.parquet (per latent, the top-k activating tokens with doc id,
-position, token and text context). On Ray by default (joins RAY_ADDRESS or starts a local
-instance); `--no-ray` runs in this process.
+position, token and text context). On Ray when RAY_ADDRESS names a cluster, or when no
+cluster is given and the store has more than 16 units to read (a local Ray
+instance then pays for its start-up); otherwise in this process, saying so. `--no-ray`
+always runs here.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.cli import add_debug_flag, run_job
+from jobs.cli import add_debug_flag, run_here, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,6 +30,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top-k", type=int, default=10, help="examples kept per latent")
     parser.add_argument("--context", type=int, default=8, help="tokens of context on each side")
     parser.add_argument("--no-ray", action="store_true", help="compute in this process")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--keep-duplicates",
+        action="store_true",
+        help="list examples whose context text repeats a stronger one (dropped by default)",
+    )
     parser.add_argument(
         "--overwrite", action="store_true", help="replace the tables of an earlier run in --out"
     )
@@ -56,22 +64,30 @@ def stats_job(args: argparse.Namespace) -> int:
     # Every check before any statistic is computed: the store (finished, or --partial),
     # the hook and the SAE's width, and the output folder.
     opened = ActivationStore.open(store, args.partial)
-    opened.data_units()
+    units = opened.data_units()
     check_widths(opened, args.hook, load_sae(sae))
     claim_stats_output(out, args.overwrite)
-    if args.no_ray:
+    local = run_here(args.no_ray, len(units))
+    progress = not args.quiet
+    dedupe = not args.keep_duplicates
+    candidates = 2 * args.top_k if dedupe else args.top_k  # duplicates dropped, k remain
+    if local:
         from pipeline.stats import sae_feature_stats
 
-        stats = sae_feature_stats(store, args.hook, sae, top_k=args.top_k, partial=args.partial)
+        stats = sae_feature_stats(
+            store, args.hook, sae, top_k=candidates, partial=args.partial, progress=progress
+        )
     else:
         from pipeline.distributed.stats import sae_feature_stats_on_ray
 
         stats = sae_feature_stats_on_ray(
-            store, args.hook, sae, top_k=args.top_k, partial=args.partial
+            store, args.hook, sae, top_k=candidates, partial=args.partial, progress=progress
         )
     from pipeline.stats import write_feature_tables
 
-    folder = write_feature_tables(stats, store, out, context=args.context, overwrite=True)
+    folder = write_feature_tables(
+        stats, store, out, context=args.context, overwrite=True, top_k=args.top_k, dedupe=dedupe
+    )
     alive = int((stats.count_F > 0).sum())
     print(f"{stats.num_tokens} tokens, {alive}/{stats.num_latents} latents fired")
     print(f"tables: {folder}/features.parquet, {folder}/examples.parquet")

@@ -73,7 +73,8 @@ def parse_args(argv: list[str] | None):
         "--dead-after-tokens",
         type=int,
         default=10_000_000,
-        help="rows without firing before a latent counts as dead",
+        help="rows without firing before a latent counts as dead (the dead fraction uses "
+        "this or the rows seen so far, whichever is fewer; default 10000000)",
     )
     parser.add_argument(
         "--checkpoint-every",
@@ -98,7 +99,9 @@ def parse_args(argv: list[str] | None):
         action="store_true",
         help="train on the committed units of an unfinished store (refused otherwise)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress (bar on a terminal, else a line per 10%%)"
+    )
     add_debug_flag(parser)
     return parser.parse_args(argv)
 

@@ -14,8 +14,8 @@ import torch
 
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.prepare import prepare_capture
-from pipeline.capture.progress import Progress
 from pipeline.capture.worker import UnitWorker, process_units
+from pipeline.progress import RowProgress
 from pipeline.store.writer import StoreWriter
 
 
@@ -64,11 +64,11 @@ def _capture(config: CaptureConfig, progress: bool, command: str | None) -> Capt
         writer.close()
 
 
-def progress_meter(writer: StoreWriter, pending: list[int]) -> Progress:
+def progress_meter(writer: StoreWriter, pending: list[int]) -> RowProgress:
     """A progress meter that counts the rows of already committed units as done."""
     index = writer.index
     done_rows = index.num_rows - sum(index.unit_rows(u)[1] - index.unit_rows(u)[0] for u in pending)
-    return Progress(index.num_rows, done_rows)
+    return RowProgress(index.num_rows, done_rows)
 
 
 def finish(writer: StoreWriter, pending: list[int], compute_s: float) -> CaptureResult:

@@ -16,6 +16,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from pipeline.hooks.hook import BatchContext, Hook, HookType
 from pipeline.model.inference import Inference
 from pipeline.model.layers import Layers
+from pipeline.model.quiet import quiet_model_loading
 
 _DTYPES = {
     "float32": torch.float32,
@@ -66,6 +67,7 @@ class LanguageModel:
         `dtype=None` keeps the checkpoint's float32 default. Weights load from
         safetensors; nothing is unpickled.
         """
+        quiet_model_loading()
         path = str(name_or_path)
         torch_dtype = parse_dtype(dtype)
         try:

@@ -111,15 +111,16 @@ class Concepts:
         return self._cache[key]
 
     # --- text tracking -----------------------------------------------------------------------
-    def enable_text_tracking(self, top_k: int = 10, tokenizer=None) -> None:
+    def enable_text_tracking(self, top_k: int = 10, tokenizer=None, dedupe: bool = True) -> None:
         """Start keeping each latent's `top_k` activations with their text, token and position.
 
         The tokenizer defaults to the one `lm.attach_sae` gave the SAE. Enabling again
-        starts over.
+        starts over. `dedupe`: the same token of the same text (texts run twice, passages
+        repeated) is listed once.
         """
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ValueError(f"top_k must be a positive int, got {top_k!r}")
-        self.tracker = TextTracker(self._sae.n_latents, top_k, tokenizer)
+        self.tracker = TextTracker(self._sae.n_latents, top_k, tokenizer, dedupe)
 
     def disable_text_tracking(self) -> None:
         """Stop tracking and forget what was tracked."""
@@ -148,7 +149,10 @@ class Concepts:
         import pandas as pd
 
         tracker = self._require_tracker()
-        columns = ["latent", "rank", "score", "text", "token", "position", "text_row", "token_id"]
+        columns = [
+            "latent", "rank", "score", "text", "token", "position", "text_row", "token_id",
+            "marked",
+        ]  # fmt: skip
         rows = []
         for latent, entries in enumerate(tracker.all_top_texts()):
             for rank, entry in enumerate(entries):
@@ -162,6 +166,7 @@ class Concepts:
                         entry.position,
                         entry.text_row,
                         entry.token_id,
+                        entry.marked,
                     )
                 )
         return pd.DataFrame(rows, columns=columns)

@@ -7,6 +7,9 @@ the only SAE module that reads stores.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +21,36 @@ from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
 TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "sae")
+MAX_PASSES = 10  # more passes over the same rows than this earns a warning
+
+
+def store_provenance(store: ActivationStore, hook: str) -> dict:
+    """What a trained SAE's `cfg.json` metadata says about the rows it learned from."""
+    fingerprint = store.meta.get("fingerprint") or {}
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()
+    provenance = {
+        "model": fingerprint.get("model"),
+        "hook": hook,
+        "store": str(Path(store.root).resolve()),
+        "store_plan_fingerprint": store.meta.get("plan_fingerprint"),
+        "store_fingerprint_sha256": digest,
+    }
+    resolved = (fingerprint.get("hooks_resolved") or {}).get(hook)
+    if resolved is not None:
+        provenance["hook_resolved"] = resolved
+    return provenance
+
+
+def passes_warning(steps: int, batch_size: int, num_rows: int) -> str | None:
+    """One line when `steps * batch_size` reads the `num_rows` rows over MAX_PASSES times."""
+    passes = steps * batch_size / max(num_rows, 1)
+    if passes <= MAX_PASSES:
+        return None
+    return (
+        f"warning: training makes {passes:.1f} passes over the store's {num_rows:,} rows "
+        f"({steps:,} steps x batch size {batch_size:,} = {steps * batch_size:,} rows; more "
+        f"than {MAX_PASSES} passes may overfit them): capture more rows or train fewer steps"
+    )
 
 
 def claim_training_output(out: Path, resume: str | Path | None, overwrite: bool) -> None:
@@ -87,6 +120,10 @@ def train_sae_from_store(
         raise ValueError(f"hook {hook!r} is not in the store at {store_path}; {hint}")
     if out_dir is not None:  # last of the checks: --overwrite deletes the earlier run
         claim_training_output(Path(out_dir), resume, overwrite)
+    num_rows = sum(stop - start for start, stop in store.data_row_runs())
+    warning = passes_warning(config.steps, config.batch_size, num_rows)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     skip_rows = checkpoint_step(resume) * config.batch_size if resume is not None else 0
     chunks = store_chunks(
         store, hook, chunk_rows=max(config.batch_size, config.buffer_size // 4), skip_rows=skip_rows
@@ -99,4 +136,5 @@ def train_sae_from_store(
         resume=resume,
         progress=progress,
         device=device,
+        metadata=store_provenance(store, hook),
     )

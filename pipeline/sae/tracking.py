@@ -10,6 +10,12 @@ still in some latent's top list: after each batch the ids that fell out are prun
 metadata is bounded by `n_latents * top_k`. A text is kept once per batch row as its
 token ids, shared by every entry that points into it, and decoded (then cached) only
 when someone reads it.
+
+Deduplication (on by default): running the same texts twice, or a corpus that repeats a
+passage, would list the same token of the same text again. A latent's entries with the
+same text and position as a stronger one are dropped when read; to still give `top_k`
+entries the ranking keeps twice as many candidates. Each entry also carries `marked`, the
+text with the token in [[ ]] (`pipeline.model.render`, as in the stage-2 tables).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from pipeline.hooks.accumulators import TopKExamples
+from pipeline.model.render import TokenRenderer
 
 
 @dataclass(frozen=True)
@@ -31,16 +38,18 @@ class TopText:
     position: int
     text_row: int  # index of the text among all batch rows seen since tracking began
     token_id: int
+    marked: str = ""  # the text with this token in [[ ]]
 
 
 class TextTracker:
     """Keeps, per latent, the `top_k` (activation, text, token, position) seen so far."""
 
-    def __init__(self, n_latents: int, top_k: int, tokenizer=None):
+    def __init__(self, n_latents: int, top_k: int, tokenizer=None, dedupe: bool = True):
         self.n_latents = n_latents
         self.top_k = top_k
         self.tokenizer = tokenizer
-        self.examples = TopKExamples(top_k, num_features=n_latents)
+        self.dedupe = dedupe
+        self.examples = TopKExamples(2 * top_k if dedupe else top_k, num_features=n_latents)
         self.num_tokens = 0  # global token ids handed out so far
         self.num_text_rows = 0
         empty = torch.empty(0, dtype=torch.long)
@@ -126,17 +135,26 @@ class TextTracker:
             return []
         where = torch.searchsorted(self._ids, ids_S)
         tokenizer = self._require_tokenizer()
-        entries = []
+        renderer = TokenRenderer(tokenizer)
+        entries, seen = [], set()
         for score, i in zip(values_S.tolist(), where.tolist(), strict=True):
             row, token_id = int(self._text_row[i]), int(self._token_id[i])
+            text, position = self._text(row), int(self._position[i])
+            if self.dedupe and (text, position) in seen:
+                continue
+            seen.add((text, position))
+            ids = self._texts[row].tolist()
             entries.append(
                 TopText(
                     score=score,
-                    text=self._text(row),
+                    text=text,
                     token=tokenizer.decode([token_id]),
-                    position=int(self._position[i]),
+                    position=position,
                     text_row=row,
                     token_id=token_id,
+                    marked=renderer.context(ids, position)[0] if position < len(ids) else text,
                 )
             )
+            if len(entries) == self.top_k:
+                break
         return entries

@@ -41,7 +41,9 @@ class TrainerConfig:
         batch_size: rows per step.
         lr: Adam learning rate.
         buffer_size: rows held by the shuffle buffer (at least 2 * batch_size).
-        dead_after_tokens: a latent that fired on none of the last this-many rows is dead.
+        dead_after_tokens: a latent that fired on none of the last this-many rows is dead
+            (AuxK). The `dead_fraction` metric uses min(this, rows seen so far), so a run
+            shorter than the window still reports latents that never fired.
         aux_k: `topk` only: dead latents used by the AuxK loss; None means n_inputs // 2.
         aux_coef: `topk` only: weight of the AuxK loss.
         b_dec_init: `mean`, `geometric_median` or `zeros` of the first batch.

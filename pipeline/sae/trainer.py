@@ -14,7 +14,7 @@ checkpoints; they differ in how codes are made and in the sparsity term
 - `b_dec` starts at the mean (or geometric median) of the first batch; the encoder
   starts as the decoder's transpose.
 - TopK: the loss is the MSE (mean over rows and dimensions). Dead latents (no activation
-  in the last `dead_after_tokens` rows) get the AuxK loss: the residual `x - x_hat` is
+  in the last `dead_after_tokens` rows; none before that many rows were seen) get the AuxK loss: the residual `x - x_hat` is
   reconstructed from the top `aux_k` dead latents alone and that reconstruction's MSE is
   added with weight `aux_coef`, which gives dead latents a gradient towards what the
   live ones miss.
@@ -28,6 +28,10 @@ checkpoints; they differ in how codes are made and in the sparsity term
   The SAE's own `threshold` parameter is then the trained value, so the checkpoint and
   the saved folder are the usual ones (SAELens names, `threshold`) and a resume restores
   it exactly, with its Adam moments; a threshold of 0 stays representable.
+- The `dead_fraction` metric counts a latent dead when it fired on none of the last
+  min(`dead_after_tokens`, rows seen so far) rows: with a window longer than the run, a
+  latent that never fired is still reported (before, short runs always reported 0).
+  `fit` prints the window it uses once, at the start.
 - Checkpoints are folders: the SAE itself (`cfg.json` + `sae_weights.safetensors`,
   loadable with `load_sae`), and `trainer_state.safetensors` + `trainer_state.json`
   with the Adam moments, the dead-latent counters, the step and the config. No pickle.
@@ -39,6 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
@@ -46,12 +51,13 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from safetensors.torch import save_file
-from tqdm import tqdm
 
 from pipeline.file_formats import read_json, read_safetensors
+from pipeline.progress import StepProgress
 from pipeline.sae.architectures import JumpReluSae, ReluSae, TopKSae
 from pipeline.sae.base import Sae, load_sae
 from pipeline.sae.buffer import mixing_buffer
+from pipeline.sae.io import CONFIG_FILE
 from pipeline.sae.losses import auxk_loss, jumprelu, l0_penalty, l1_penalty
 from pipeline.sae.select import topk_rows
 from pipeline.sae.train_config import TrainerConfig
@@ -94,6 +100,7 @@ class SaeTrainer:
         self.step = 0
         self.b_dec_ready = config.b_dec_init == "zeros"
         self.tokens_since_fired_F = torch.zeros(config.n_latents, dtype=torch.long, device=device)
+        self.rows_seen = 0  # rows trained on, over every run of a resumed training
         # With `normalize_activations`: the constant rows are multiplied by (first batch).
         self.input_scale: float | None = None
 
@@ -148,10 +155,24 @@ class SaeTrainer:
 
     @torch.no_grad()
     def _update_dead(self, fired: torch.Tensor, num_rows: int) -> torch.Tensor:
-        """Reset the counters of the latents `fired` (indices, or a mask [F]); the dead mask [F]."""
+        """Reset the counters of the latents `fired` (indices, or a mask [F]); the AuxK dead
+        mask [F] (no firing in the last `dead_after_tokens` rows: none early in a run)."""
         self.tokens_since_fired_F += num_rows
         self.tokens_since_fired_F[fired] = 0
         return self.tokens_since_fired_F > self.config.dead_after_tokens
+
+    @property
+    def dead_window(self) -> int:
+        """Rows a latent must go without firing to count in `dead_fraction`:
+        min(`dead_after_tokens`, rows seen so far)."""
+        return min(self.config.dead_after_tokens, self.rows_seen)
+
+    def dead_fraction(self) -> float:
+        """Share of latents that fired on none of the last `dead_window` rows."""
+        if self.rows_seen == 0:
+            return 0.0
+        dead_F = self.tokens_since_fired_F >= self.dead_window
+        return int(dead_F.sum()) / self.config.n_latents
 
     def train_step(self, x_ND: torch.Tensor) -> dict[str, float]:
         """One Adam step on rows [N, D]; returns the step's metrics."""
@@ -164,6 +185,7 @@ class SaeTrainer:
             x_ND = x_ND * self.input_scale
         if not self.b_dec_ready:
             self._init_b_dec(x_ND)
+        self.rows_seen += x_ND.shape[0]
         pre_NF = sae.pre_activations(x_ND)
         compute = self._topk_loss if self.config.architecture == "topk" else self._penalised_loss
         loss, x_hat_ND, active, extras = compute(x_ND, pre_NF)
@@ -183,14 +205,14 @@ class SaeTrainer:
         with torch.no_grad():
             residual_ND = x_ND - x_hat_ND
             centered = (x_ND - x_ND.mean(0)).pow(2).sum()
-            dead_F = self.tokens_since_fired_F > self.config.dead_after_tokens
             return {
                 "step": self.step,
                 "mse": float(residual_ND.pow(2).mean()),
                 **extras,
                 "fve": float(1 - residual_ND.pow(2).sum() / centered.clamp_min(1e-12)),
                 "l0": float(active.sum(1).float().mean()),
-                "dead_fraction": int(dead_F.sum()) / self.config.n_latents,
+                # not fired in min(dead_after_tokens, rows seen) rows (`dead_window`)
+                "dead_fraction": self.dead_fraction(),
             }
 
     def fit(
@@ -199,16 +221,20 @@ class SaeTrainer:
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
     ) -> list[dict[str, float]]:
-        """Step through `batches` until `config.steps`; returns metrics every `log_every` steps."""
+        """Step through `batches` until `config.steps`; returns metrics every `log_every` steps.
+
+        With `progress`: a bar on a terminal, else a line per tenth of the steps (stderr).
+        """
         history: list[dict[str, float]] = []
         config = self.config
-        bar = tqdm(
-            total=config.steps,
-            initial=self.step,
-            disable=not progress,
-            desc="train SAE",
-            unit="step",
-        )
+        if progress:
+            print(
+                f"dead latents: not fired in the last {config.dead_after_tokens:,} rows "
+                "(or all rows seen, if fewer)",
+                file=sys.stderr,
+                flush=True,
+            )
+        bar = StepProgress(config.steps, self.step, desc="train SAE", enabled=progress)
         try:
             for x_ND in batches:
                 if self.step >= config.steps:
@@ -216,13 +242,15 @@ class SaeTrainer:
                 metrics = self.train_step(x_ND)
                 if self.step % config.log_every == 0 or self.step == config.steps:
                     history.append(metrics)
-                    bar.set_postfix(
-                        mse=f"{metrics['mse']:.4g}",
-                        fve=f"{metrics['fve']:.3f}",
-                        l0=f"{metrics['l0']:.1f}",
-                        dead=f"{metrics['dead_fraction']:.3f}",
-                    )
-                bar.update(1)
+                bar.update(
+                    1,
+                    {
+                        "mse": f"{metrics['mse']:.4g}",
+                        "fve": f"{metrics['fve']:.3f}",
+                        "l0": f"{metrics['l0']:.1f}",
+                        "dead": f"{metrics['dead_fraction']:.3f}",
+                    },
+                )
                 if (
                     checkpoint_dir is not None
                     and config.checkpoint_every
@@ -258,6 +286,7 @@ class SaeTrainer:
         ]
         meta = {
             "step": self.step,
+            "rows_seen": self.rows_seen,
             "n_inputs": self.n_inputs,
             "b_dec_ready": self.b_dec_ready,
             "input_scale": self.input_scale,
@@ -304,6 +333,7 @@ class SaeTrainer:
             group["lr"] = config.lr
         trainer.optimizer.load_state_dict({"state": per_param, "param_groups": groups})
         trainer.step = meta["step"]
+        trainer.rows_seen = meta.get("rows_seen", trainer.step * saved.batch_size)
         trainer.b_dec_ready = meta["b_dec_ready"]
         trainer.input_scale = meta.get("input_scale")
         return trainer
@@ -348,12 +378,15 @@ def train_sae(
     resume: str | Path | None = None,
     progress: bool = True,
     device: str | torch.device = "cpu",
+    metadata: dict | None = None,
 ) -> SaeTrainer:
     """Train (or resume) an SAE on row chunks [n, D] passed through the shuffle buffer.
 
     With `out_dir`, checkpoints go to `out_dir/checkpoints/step_N`, metrics to
     `out_dir/metrics.jsonl` and the final SAE to `out_dir/sae`. Stops at `config.steps`
     or when the chunks run out, whichever comes first (`trainer.step` says which).
+    The final SAE's `cfg.json` "metadata" holds `metadata` (where the rows came from),
+    the rows trained on and the trainer config.
     """
     if resume is not None:
         trainer = SaeTrainer.from_checkpoint(resume, config, device=device)
@@ -378,7 +411,22 @@ def train_sae(
                 log.write(json.dumps(metrics) + "\n")
         trainer.save_checkpoint(out / "checkpoints" / f"step_{trainer.step:08d}")
         trainer.sae_for_raw_inputs().save(out / "sae")
+        provenance = {
+            **(metadata or {}),
+            "rows_trained": trainer.rows_seen,
+            "steps": trainer.step,
+            "trainer_config": dataclasses.asdict(trainer.config),
+        }
+        _add_metadata(out / "sae", provenance)
     return trainer
+
+
+def _add_metadata(folder: Path, metadata: dict) -> None:
+    """Merge `metadata` into the "metadata" object of the `cfg.json` `Sae.save` wrote."""
+    cfg_path = folder / CONFIG_FILE
+    cfg = read_json(cfg_path, "SAE config")
+    cfg["metadata"] = {**cfg.get("metadata", {}), **metadata}
+    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
 
 
 def checkpoint_step(path: str | Path) -> int:

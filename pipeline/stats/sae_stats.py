@@ -15,6 +15,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from pipeline.model.defaults import default_model_path
+from pipeline.model.render import TokenRenderer
+from pipeline.progress import RowProgress
 from pipeline.sae import Sae, load_sae
 from pipeline.stats.features import FeatureStats
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
@@ -59,14 +62,22 @@ def stats_for_units(
     units: Iterable[int],
     top_k: int,
     partial: bool = False,
+    progress: RowProgress | None = None,
 ):
     """Merged statistics of several units (one map task's worth of work)."""
     store, model = ActivationStore.open(store_path, partial), open_sae(sae)
     check_widths(store, hook, model)
+
     # A generator, so each unit's partial is merged and dropped: memory stays O(latents)
     # however many units a task has.
-    partials = (unit_feature_stats(store, hook, model, unit, top_k) for unit in units)
-    return reduce(FeatureStats.merge, partials, FeatureStats(model.n_latents, top_k))
+    def partials():
+        for unit in units:
+            yield unit_feature_stats(store, hook, model, unit, top_k)
+            if progress is not None:
+                start, stop = store.index.unit_rows(unit)
+                progress.advance(stop - start)
+
+    return reduce(FeatureStats.merge, partials(), FeatureStats(model.n_latents, top_k))
 
 
 def sae_feature_stats(
@@ -75,25 +86,53 @@ def sae_feature_stats(
     sae: Sae | str | Path,
     top_k: int = 10,
     partial: bool = False,
+    progress: bool = False,
 ) -> FeatureStats:
     """Statistics of every row of `hook` in the store, in this process.
 
     An unfinished store is refused (`UnfinishedStoreError`) unless `partial`: then only
-    its committed units count (`num_tokens` says how many rows that was).
+    its committed units count (`num_tokens` says how many rows that was). `progress`: a
+    bar on a terminal, a line every 10 s elsewhere.
     """
-    units = ActivationStore.open(store_path, partial).data_units()
-    return stats_for_units(store_path, hook, sae, units, top_k, partial)
+    store = ActivationStore.open(store_path, partial)
+    units = store.data_units()
+    meter = RowProgress(sum(b - a for a, b in store.data_row_runs())) if progress else None
+    try:
+        return stats_for_units(store_path, hook, sae, units, top_k, partial, meter)
+    finally:
+        if meter is not None:
+            meter.close()
 
 
-def context_text(tokens: pd.DataFrame, row: int, width: int) -> str:
-    """Tokens of the example's window around it, the example itself in [[ ]]."""
+def renderer_for_store(store: ActivationStore) -> TokenRenderer | None:
+    """The store's tokenizer as a renderer, or None when its model folder is not here."""
+    name = store.meta["fingerprint"]["model"]
+    path = default_model_path() if name.startswith("embedded:") else Path(name)
+    if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
+        return None
+    from transformers import AutoTokenizer
+
+    return TokenRenderer(AutoTokenizer.from_pretrained(path))
+
+
+def context_text(
+    tokens: pd.DataFrame, row: int, width: int, renderer: TokenRenderer | None = None
+) -> tuple[str, str]:
+    """(the example's window around it with the example in [[ ]], the example's text).
+
+    Decoded by the store's tokenizer when `renderer` is given; otherwise the raw tokens
+    joined by spaces (the store's model folder is not on this machine).
+    """
     here = tokens.loc[row]
     same_window = tokens[(tokens.window == here.window) & (abs(tokens.index - row) <= width)]
+    if renderer is not None:
+        ids = same_window.token_id.tolist()
+        return renderer.context(ids, list(same_window.index).index(row))
     parts = [
         f"[[{t}]]" if r == row else str(t)
         for r, t in zip(same_window.index, same_window.token, strict=True)
     ]
-    return " ".join(parts)
+    return " ".join(parts), str(here.token)
 
 
 STATS_OUTPUTS = ("features.parquet", "examples.parquet")
@@ -120,8 +159,15 @@ def write_feature_tables(
     out: str | Path,
     context: int = 8,
     overwrite: bool = False,
+    top_k: int | None = None,
+    dedupe: bool = True,
 ) -> Path:
-    """`features.parquet` (one row per latent) and `examples.parquet` (top examples with text)."""
+    """`features.parquet` (one row per latent) and `examples.parquet` (top examples with text).
+
+    `dedupe`: a latent's examples whose context text repeats an earlier (stronger) one are
+    dropped, so a passage duplicated in the corpus is listed once; compute `stats` with
+    more candidates than `top_k` (the job takes twice as many) so that `top_k` remain.
+    """
     out = claim_stats_output(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     store = ActivationStore.open(store_path)
@@ -137,7 +183,17 @@ def write_feature_tables(
     )
     tokens = store.tokens(rows=rows).to_pandas().set_index("row") if rows else pd.DataFrame()
     if len(examples):
+        renderer = renderer_for_store(store)
         examples = examples.join(tokens[["doc_id", "window", "position", "token"]], on="row")
-        examples["context"] = [context_text(tokens, int(r), context) for r in examples.row]
+        rendered = [context_text(tokens, int(r), context, renderer) for r in examples.row]
+        examples["token_text"] = [text for _, text in rendered]
+        examples["context"] = [marked for marked, _ in rendered]
+        if dedupe:  # rows are in (latent, rank) order: the first of equal contexts is kept
+            examples = examples.drop_duplicates(["latent", "context"], keep="first")
+        if top_k is not None:
+            examples = examples.groupby("latent", sort=False).head(top_k)
+        examples = examples.assign(rank=examples.groupby("latent").cumcount()).reset_index(
+            drop=True
+        )
     examples.to_parquet(out / "examples.parquet", index=False)
     return out

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from functools import reduce
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -14,6 +16,7 @@ import torch
 from pipeline import TopKSae
 from pipeline.capture import CaptureConfig, capture
 from pipeline.stats import FeatureStats, sae_feature_stats, unit_feature_stats, write_feature_tables
+from pipeline.store.corpus import CorpusConfig
 from pipeline.store.reader import ActivationStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,8 +86,20 @@ def test_tables_join_examples_to_their_tokens(store_and_sae, tmp_path):
     assert len(features) == 96 and features.frequency.between(0, 1).all()
     tokens = ActivationStore.open(store_path).tokens().to_pandas().set_index("row")
     first = examples.iloc[0]
-    assert first.token == tokens.loc[first.row, "token"]
-    assert f"[[{first.token}]]" in first.context
+    assert first.token == tokens.loc[first.row, "token"]  # the raw piece, e.g. 'Ġan'
+    # The context is decoded text: marks removed, it is the tokenizer's decoding of the
+    # window's tokens around the example, and the marked text is the example's own.
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(
+        ActivationStore.open(store_path).meta["fingerprint"]["model"]
+    )
+    around = tokens[(tokens.window == tokens.loc[first.row, "window"])]
+    around = around[abs(around.index - first.row) <= 8]
+    decoded = tokenizer.decode(around.token_id.tolist(), clean_up_tokenization_spaces=False)
+    assert first.context.replace("[[", "").replace("]]", "") == decoded
+    assert f"[[{first.token_text}]]" in first.context and "Ġ" not in first.context
+    assert first.token_text == tokenizer.convert_tokens_to_string([first.token])
     assert (examples.groupby("latent").activation.apply(lambda s: s.is_monotonic_decreasing)).all()
 
 
@@ -118,3 +133,58 @@ def test_job_writes_tables_without_ray(store_and_sae, tmp_path):
     )
     assert "2800 tokens" in done.stdout
     assert (tmp_path / "out" / "examples.parquet").exists()
+
+
+def test_a_small_store_without_a_cluster_is_computed_here_saying_so(
+    store_and_sae, tmp_path, capsys, monkeypatch
+):
+    import ray
+
+    from jobs.sae_stats import main as stats_main
+
+    store_path, sae_dir, _ = store_and_sae
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    args = ["--store", str(store_path), "--hook", "layer_2", "--sae", str(sae_dir)]
+    assert stats_main([*args, "--out", str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert (
+        "no cluster given (RAY_ADDRESS unset) and 6 units to read: computing in this process" in err
+    )
+    assert "progress: 2800/2800 tokens (100.0%)" in err  # stderr is not a terminal: lines
+    assert not ray.is_initialized()
+
+
+def test_examples_from_a_duplicated_passage_are_listed_once(tiny_gpt2_path, tmp_path):
+    from tests.helpers import capture_config, pydoc_texts
+
+    texts = [t[:400] for t in pydoc_texts(6)[2:5]]
+    corpus = tmp_path / "twice.jsonl"
+    corpus.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts + texts))
+    config = capture_config(
+        tiny_gpt2_path,
+        tmp_path / "store",
+        hooks=("layer_2",),
+        mode="document",
+        max_tokens=None,
+        corpus=CorpusConfig(kind="jsonl", path=str(corpus)),
+    )
+    capture(config, progress=False)
+    torch.manual_seed(0)
+    sae = TopKSae(n_latents=32, n_inputs=64, k=4)
+    stats = sae_feature_stats(tmp_path / "store", "layer_2", sae, top_k=8)
+
+    def examples(dedupe: bool):
+        out = write_feature_tables(
+            stats, tmp_path / "store", tmp_path / f"t{dedupe}", top_k=4, dedupe=dedupe
+        )
+        return pd.read_parquet(out / "examples.parquet")
+
+    kept, deduped = examples(False), examples(True)
+    assert kept.duplicated(["latent", "context"]).any(), "the corpus repeats every passage"
+    assert not deduped.duplicated(["latent", "context"]).any()
+    assert (deduped.groupby("latent").size() <= 4).all()
+    assert (deduped.groupby("latent")["rank"].apply(lambda r: list(r) == list(range(len(r))))).all()
+    strongest = kept[kept["rank"] == 0].set_index("latent").activation.sort_index()
+    first = deduped[deduped["rank"] == 0].set_index("latent").activation.sort_index()
+    np.testing.assert_array_equal(first.index, strongest.index)
+    np.testing.assert_array_equal(first.to_numpy(), strongest.to_numpy())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import numpy as np
@@ -92,7 +93,7 @@ def store_path(tmp_path_factory):
     plan = small_plan(num_docs=2, rows_per_unit=200)
     writer = StoreWriter.create_or_open(
         path,
-        {"model_id": "synthetic"},
+        {"model": "synthetic", "hooks_resolved": {"blocks.1": "transformer.h.1"}},
         {"blocks.1": D},
         "float32",
         plan.config,
@@ -150,3 +151,44 @@ def test_train_sae_job_names_the_store_hooks_for_an_unknown_hook(store_path, tmp
     error = capsys.readouterr().err.strip().splitlines()
     assert len(error) == 1 and "hook 'blocks.2' is not in the store" in error[0]
     assert "closest: blocks.1" in error[0]
+
+
+def test_trained_sae_records_where_its_rows_came_from(store_path, tmp_path):
+    args = ["--store", str(store_path), "--hook", "blocks.1", "--n-latents", "32", "--k", "3"]
+    args += ["--batch-size", "128", "--steps", "5", "--out", str(tmp_path / "out"), "--quiet"]
+    assert train_main(args) == 0
+    cfg = json.loads((tmp_path / "out" / "sae" / "cfg.json").read_text())
+    metadata = cfg["metadata"]
+    store_json = json.loads((store_path / "store.json").read_text())
+    digest = hashlib.sha256(
+        json.dumps(store_json["fingerprint"], sort_keys=True).encode()
+    ).hexdigest()
+    assert metadata["model"] == "synthetic"
+    assert metadata["hook"] == "blocks.1" and metadata["hook_resolved"] == "transformer.h.1"
+    assert metadata["store"] == str(store_path.resolve())
+    assert metadata["store_plan_fingerprint"] == store_json["plan_fingerprint"]
+    assert metadata["store_fingerprint_sha256"] == digest
+    assert metadata["rows_trained"] == 5 * 128
+    assert metadata["trainer_config"]["n_latents"] == 32
+    assert metadata["trainer_config"]["batch_size"] == 128
+    assert isinstance(load_sae(tmp_path / "out" / "sae"), TopKSae)
+
+
+def test_train_sae_job_warns_when_it_reads_the_rows_over_ten_times(store_path, tmp_path, capsys):
+    num_rows = json.loads((store_path / "store.json").read_text())["num_rows"]
+    steps = 11 * num_rows // 128 + 1
+    args = ["--store", str(store_path), "--hook", "blocks.1", "--n-latents", "8", "--k", "2"]
+    args += ["--batch-size", "128", "--steps", str(steps), "--out", str(tmp_path / "out")]
+    args += ["--quiet", "--checkpoint-every", "0"]
+    assert train_main(args) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if "passes" in line]
+    assert len(warnings) == 1
+    assert f"over the store's {num_rows:,} rows" in warnings[0]
+    assert f"{steps:,} steps x batch size 128" in warnings[0]
+
+
+def test_train_sae_job_does_not_warn_within_ten_passes(store_path, tmp_path, capsys):
+    args = ["--store", str(store_path), "--hook", "blocks.1", "--n-latents", "8", "--k", "2"]
+    args += ["--batch-size", "128", "--steps", "2", "--out", str(tmp_path / "out"), "--quiet"]
+    assert train_main(args) == 0
+    assert "passes" not in capsys.readouterr().err

@@ -75,8 +75,33 @@ def test_tracking_memory_stays_bounded_by_latents_times_top_k(tiny_lm):
         tiny_lm.inference.execute_inference(batch)
     tracker = sae.concepts.tracker
     assert tracker.num_text_rows == 32
-    assert len(tracker._ids) <= 16 * 2
+    # Deduplication (the default) ranks 2 * top_k candidates per latent, so that top_k
+    # distinct ones remain: memory is bounded by latents x 2 x top_k.
+    assert len(tracker._ids) <= 16 * 2 * 2
     assert len(tracker._texts) <= len(tracker._ids)
+    sae.concepts.enable_text_tracking(top_k=2, dedupe=False)
+    for batch in snippets(num_batches=8):
+        tiny_lm.inference.execute_inference(batch)
+    assert len(sae.concepts.tracker._ids) <= 16 * 2
+
+
+def test_texts_run_twice_are_listed_once_with_the_token_marked(tiny_lm):
+    torch.manual_seed(3)
+    sae = TopKSae(n_latents=16, n_inputs=64, k=2)
+    tiny_lm.attach_sae(sae, layer_signature="layer_1")
+    sae.concepts.enable_text_tracking(top_k=3)
+    batch = snippets(1)[0]
+    for _ in range(2):
+        tiny_lm.inference.execute_inference(batch)
+    frame = sae.concepts.top_texts_frame()
+    assert not frame.duplicated(["latent", "text", "position"]).any()
+    assert (frame.groupby("latent").size() <= 3).all()
+    assert all("[[" in m and m.replace("[[", "").replace("]]", "") for m in frame.marked)
+
+    sae.concepts.enable_text_tracking(top_k=3, dedupe=False)
+    for _ in range(2):
+        tiny_lm.inference.execute_inference(batch)
+    assert sae.concepts.top_texts_frame().duplicated(["latent", "text", "position"]).any()
 
 
 def test_top_texts_frame_has_one_row_per_latent_and_rank(tiny_lm):

@@ -120,3 +120,58 @@ def test_mixing_buffer_mixes_rows_across_chunks():
     chunks = [torch.full((100, 1), float(i)) for i in range(6)]
     first = next(iter(mixing_buffer(chunks, buffer_size=400, batch_size=100, seed=0)))
     assert len(first.unique()) == 4  # the first batch draws from all four chunks buffered so far
+
+
+def test_a_latent_that_never_fired_is_dead_before_the_window_has_passed():
+    config = TrainerConfig(n_latents=16, k=2, batch_size=8, buffer_size=16, b_dec_init="zeros")
+    trainer = SaeTrainer(config, n_inputs=4)
+    assert config.dead_after_tokens > 10 * 8  # the window is longer than the whole run
+    with torch.no_grad():
+        trainer.sae.W_enc[:, 0] = 0.0  # latent 0 never reaches the top k
+        trainer.sae.b_enc[0] = -100.0
+    for _ in range(10):
+        metrics = trainer.train_step(torch.randn(8, 4))
+    assert trainer.dead_window == trainer.rows_seen == 80
+    assert int(trainer.tokens_since_fired_F[0]) == 80
+    assert metrics["dead_fraction"] >= 1 / 16
+
+
+def test_a_latent_that_fired_within_the_rows_seen_is_not_dead():
+    trainer = SaeTrainer(
+        TrainerConfig(n_latents=4, k=4, batch_size=8, buffer_size=16, lr=1e-7), n_inputs=4
+    )
+    with torch.no_grad():
+        trainer.sae.b_enc.fill_(100.0)  # every latent fires on every row
+    metrics = trainer.train_step(torch.randn(8, 4))
+    assert metrics["dead_fraction"] == 0
+
+
+def test_dead_window_is_the_configured_window_once_more_rows_were_seen():
+    config = TrainerConfig(
+        n_latents=8, k=2, batch_size=8, buffer_size=16, dead_after_tokens=20, b_dec_init="zeros"
+    )
+    trainer = SaeTrainer(config, n_inputs=4)
+    for _ in range(5):
+        trainer.train_step(torch.randn(8, 4))
+    assert trainer.rows_seen == 40 and trainer.dead_window == 20
+
+
+def test_fit_prints_the_dead_window_and_a_line_per_tenth_of_the_steps_off_a_terminal(capsys):
+    config = TrainerConfig(n_latents=16, k=2, steps=20, batch_size=8, buffer_size=16)
+    trainer = SaeTrainer(config, n_inputs=4)
+    trainer.fit((torch.randn(8, 4) for _ in range(30)), progress=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == (
+        "dead latents: not fired in the last 10,000,000 rows (or all rows seen, if fewer)"
+    )
+    steps = [line for line in lines[1:] if line.startswith("train SAE: step ")]
+    assert len(steps) == len(lines) - 1 == 10
+    assert steps[0].startswith("train SAE: step 2/20 (10%) mse ")
+    assert steps[-1].startswith("train SAE: step 20/20 (100%) mse ")
+    assert all(" fve " in line and " l0 " in line and " dead " in line for line in steps)
+
+
+def test_fit_without_progress_prints_nothing(capsys):
+    config = TrainerConfig(n_latents=16, k=2, steps=5, batch_size=8, buffer_size=16)
+    SaeTrainer(config, n_inputs=4).fit((torch.randn(8, 4) for _ in range(5)), progress=False)
+    assert capsys.readouterr().err == ""
