@@ -99,6 +99,12 @@ def eval_job(args: argparse.Namespace) -> int:
         )
     document = write_eval(sums, provenance(store, args.hook, sae, replay), out, overwrite=True)
     print(summary_line(document))
+    trained = document.get("sae_trained_on") or {}
+    if trained:
+        print(
+            f"SAE trained on: store {trained.get('store')}, hook {trained.get('hook')}, "
+            f"model {trained.get('model')}, {trained.get('rows_trained')} rows"
+        )
     print(f"written: {out}/eval.json, {out}/latents.parquet")
     return 0
 

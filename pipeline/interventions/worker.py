@@ -43,7 +43,7 @@ from pipeline.store.layout import record_file
 from pipeline.store.meta import write_json_atomic
 from pipeline.store.reader import ActivationStore
 
-TOKEN_COLUMNS = ["row", "doc_id", "window", "position", "token_id"]
+TOKEN_COLUMNS = ["row", "doc_id", "window", "position", "token_id", "token"]
 
 
 class LatestOutput(Detector):

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from pipeline.capture.model_setup import weights_fingerprint
+from pipeline.file_formats import read_json
 from pipeline.hooks import FunctionController
 from pipeline.interventions import effects
 from pipeline.interventions.prepare import store_model_path
@@ -187,7 +188,19 @@ def provenance(
         "model": store.meta["fingerprint"].get("model"),
         "model_weights_sha256": store.meta["fingerprint"].get("model_weights_sha256"),
         "replay_units": len(replay_units),
+        "sae_trained_on": trained_on(sae),
     }
+
+
+def trained_on(sae: str | Path) -> dict[str, Any]:
+    """What the SAE's cfg.json says it was trained on (`jobs.train_sae` records the model,
+    hook and store); empty for SAEs from elsewhere."""
+    cfg = Path(sae) / "cfg.json"
+    if not cfg.is_file():
+        return {}
+    metadata = read_json(cfg, "SAE config").get("metadata") or {}
+    keys = ("model", "hook", "hook_resolved", "store", "store_plan_fingerprint", "rows_trained")
+    return {key: metadata[key] for key in keys if key in metadata}
 
 
 def evaluate_sae(

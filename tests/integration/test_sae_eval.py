@@ -191,6 +191,22 @@ def test_job_writes_files_and_prints_the_summary(store_and_sae, tmp_path):
     assert "CE recovered" in line and "KL" in line
 
 
+def test_the_job_shows_what_the_sae_was_trained_on(store_and_sae, tmp_path):
+    store_path, sae_dir, _ = store_and_sae
+    sae = tmp_path / "sae"
+    shutil.copytree(sae_dir, sae)
+    cfg = json.loads((sae / "cfg.json").read_text())
+    trained = {"model": "tiny", "hook": HOOK, "store": str(store_path), "rows_trained": 123}
+    cfg["metadata"] = {**(cfg.get("metadata") or {}), **trained}
+    (sae / "cfg.json").write_text(json.dumps(cfg))
+    out = tmp_path / "eval"
+    args = ["--store", store_path, "--hook", HOOK, "--sae", sae, "--out", out, "--no-ray"]
+    done = run_job(*args, "--max-units", 0)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "eval.json").read_text())["sae_trained_on"] == trained
+    assert f"SAE trained on: store {store_path}, hook {HOOK}, model tiny, 123 rows" in done.stdout
+
+
 def test_job_refuses_an_unfinished_store_in_one_line(store_and_sae, tmp_path):
     store_path, sae_dir, _ = store_and_sae
     unfinished = tmp_path / "store"
