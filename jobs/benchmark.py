@@ -22,6 +22,7 @@ SUITES = {
     "scale": "pipeline.bench.scale",
     "scale-e2e": "pipeline.bench.scale_e2e",
     "recheck": "pipeline.bench.recheck",
+    "report": "benchmarks.report",
 }
 
 

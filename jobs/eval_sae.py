@@ -58,7 +58,8 @@ def eval_job(args: argparse.Namespace) -> int:
         )
     from pipeline.sae import load_sae
     from pipeline.stats.eval import claim_eval_output, summary_line, write_eval
-    from pipeline.stats.eval_replay import checked_model_path, plan_units, provenance
+    from pipeline.stats.eval_replay import plan_units, provenance
+    from pipeline.stats.provenance import checked_model_path
     from pipeline.stats.sae_stats import check_widths
     from pipeline.store.reader import ActivationStore
 

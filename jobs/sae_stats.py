@@ -1,8 +1,11 @@
 """`python -m jobs.sae_stats`: SAE feature statistics over one hook of a store.
 
 Writes OUT/features.parquet (per latent: times fired, frequency, mean/std while active,
-max) and OUT/examples.parquet (per latent, the top-k activating tokens with doc id,
-position, token and text context). On Ray when RAY_ADDRESS names a cluster, or when no
+max, activation histogram), OUT/examples.parquet (per latent, the top-k activating tokens
+and a uniform sample of its firings, each with doc id, position, token, text context and
+the latent's activation on every context token), OUT/logits.parquet (causal LMs: output
+tokens each latent promotes and suppresses) and OUT/stats.json. `python -m jobs.report
+OUT` draws them. On Ray when RAY_ADDRESS names a cluster, or when no
 cluster is given and the store has more than 16 units to read (a local Ray
 instance then pays for its start-up); otherwise in this process, saying so. `--no-ray`
 always runs here.
@@ -28,6 +31,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
     parser.add_argument("--out", required=True, help="output folder for the two Parquet tables")
     parser.add_argument("--top-k", type=int, default=10, help="examples kept per latent")
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=20,
+        help="firings sampled uniformly per latent (the dashboard's lower quantiles)",
+    )
     parser.add_argument("--context", type=int, default=8, help="tokens of context on each side")
     parser.add_argument("--no-ray", action="store_true", help="compute in this process")
     parser.add_argument("--quiet", action="store_true", help="no progress output")
@@ -53,10 +62,10 @@ def stats_job(args: argparse.Namespace) -> int:
     store, sae, out = (
         str(Path(p).expanduser().resolve()) for p in (args.store, args.sae, args.out)
     )
-    if args.top_k < 1 or args.context < 0:
-        raise ValueError(
-            f"--top-k must be >= 1 and --context >= 0, got {args.top_k}, {args.context}"
-        )
+    for flag, value, least in (("--top-k", args.top_k, 1), ("--samples", args.samples, 1),
+                               ("--context", args.context, 0)):  # fmt: skip
+        if value < least:
+            raise ValueError(f"{flag} must be >= {least}, got {value}")
     from pipeline.sae import load_sae
     from pipeline.stats.sae_stats import check_widths, claim_stats_output
     from pipeline.store.reader import ActivationStore
@@ -75,22 +84,45 @@ def stats_job(args: argparse.Namespace) -> int:
         from pipeline.stats import sae_feature_stats
 
         stats = sae_feature_stats(
-            store, args.hook, sae, top_k=candidates, partial=args.partial, progress=progress
+            store,
+            args.hook,
+            sae,
+            top_k=candidates,
+            partial=args.partial,
+            progress=progress,
+            samples=args.samples,
         )
     else:
         from pipeline.distributed.stats import sae_feature_stats_on_ray
 
         stats = sae_feature_stats_on_ray(
-            store, args.hook, sae, top_k=candidates, partial=args.partial, progress=progress
+            store,
+            args.hook,
+            sae,
+            top_k=candidates,
+            partial=args.partial,
+            progress=progress,
+            samples=args.samples,
         )
     from pipeline.stats import write_feature_tables
+    from pipeline.stats.sae_stats import STATS_OUTPUTS
 
     folder = write_feature_tables(
-        stats, store, out, context=args.context, overwrite=True, top_k=args.top_k, dedupe=dedupe
+        stats,
+        store,
+        args.hook,
+        sae,
+        out,
+        context=args.context,
+        overwrite=True,
+        top_k=args.top_k,
+        dedupe=dedupe,
     )
     alive = int((stats.count_F > 0).sum())
     print(f"{stats.num_tokens} tokens, {alive}/{stats.num_latents} latents fired")
-    print(f"tables: {folder}/features.parquet, {folder}/examples.parquet")
+    written = [name for name in STATS_OUTPUTS if (folder / name).exists()]
+    print(f"written to {folder}: {', '.join(written)}")
+    print(f"see them: python -m jobs.report {folder}")
     return 0
 
 

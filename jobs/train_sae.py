@@ -82,6 +82,13 @@ def parse_args(argv: list[str] | None):
         default=1000,
         help="steps between checkpoints (0: only at the end)",
     )
+    parser.add_argument(
+        "--eval-units",
+        type=int,
+        default=0,
+        help="at each checkpoint, evaluate the SAE spliced into the model (CE loss recovered, "
+        "KL) on the store's first N units; logged to OUT/checkpoint_evals.jsonl (default 0: off)",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="runs/sae", help="output directory (default runs/sae)")
@@ -144,6 +151,7 @@ def train_job(args: argparse.Namespace) -> int:
         device=args.device,
         partial=args.partial,
         overwrite=args.overwrite,
+        eval_units=args.eval_units,
     )
     print(f"trained to step {trainer.step}; SAE saved to {out / 'sae'}")
     return 0

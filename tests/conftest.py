@@ -70,3 +70,23 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the session (tests/browser.py); skipped without one, except in CI.
+
+    In CI a missing browser fails: a skipped browser test there would look like a passing one.
+    """
+    from tests.browser import Browser, find_chromium
+
+    if find_chromium() is None:
+        reason = (
+            "headless Chromium is not installed: `make test` installs it with apt-get as root;"
+            " otherwise `apt-get install chromium`"
+        )
+        if os.environ.get("CI", "").lower() not in ("", "0", "false"):
+            pytest.fail(f"{reason} (CI is set, so browser tests may not skip)", pytrace=False)
+        pytest.skip(reason)
+    with Browser() as chromium:
+        yield chromium

@@ -1,6 +1,6 @@
 """SAE feature statistics on Ray: one task per group of units, merged at the driver.
 
-Partials are small (latents x top_k), so they travel through the object store; the
+Partials are small (latents x (top_k + samples + histogram bins)), so they travel through the object store; the
 activations are read by each task from the shared store, never shipped.
 """
 
@@ -25,6 +25,7 @@ def sae_feature_stats_on_ray(
     num_tasks: int | None = None,
     partial: bool = False,
     progress: bool = False,
+    samples: int = 20,
 ) -> FeatureStats:
     """The same statistics as `sae_feature_stats`, with the units spread over Ray tasks."""
     store = ActivationStore.open(store_path, partial)
@@ -34,7 +35,10 @@ def sae_feature_stats_on_ray(
     bounds = [len(units) * i // num_tasks for i in range(num_tasks + 1)]
     task = ray.remote(stats_for_units).options(num_cpus=0.5)
     groups = [units[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-    refs = [task.remote(str(store_path), hook, str(sae_dir), g, top_k, partial) for g in groups]
+    refs = [
+        task.remote(str(store_path), hook, str(sae_dir), g, top_k, partial, None, samples)
+        for g in groups
+    ]
     rows = [
         sum(store.index.unit_rows(u)[1] - store.index.unit_rows(u)[0] for u in g) for g in groups
     ]

@@ -94,7 +94,7 @@ def _best_per_row(
     return values.gather(1, best), ids.gather(1, best)
 
 
-def _uniform_keys(seed: int, row_ids: torch.Tensor) -> torch.Tensor:
+def uniform_keys(seed: int, row_ids: torch.Tensor) -> torch.Tensor:
     """Float64 keys in [0, 1), a pure function of (seed, row id): SplitMix64's n-th output.
 
     Keys derived from the row id (not drawn from a generator) make the sample independent of
@@ -190,7 +190,7 @@ class ReservoirSample:
         else:
             ids_N = _row_ids(row_ids_N, num_rows)
         self.num_seen += num_rows
-        keys_N = _uniform_keys(self.seed, ids_N)
+        keys_N = uniform_keys(self.seed, ids_N)
         full = self._keys_M.shape[0] == self.capacity
         if num_rows == 0 or (full and keys_N.max() < self._keys_M.min()):
             return  # nothing can enter: the common case once the reservoir is full
@@ -396,8 +396,9 @@ class TopKExamples:
     ) -> None:
         """Offer sparse codes: row i has value ``values_NK[i, j]`` at feature ``indices_NK[i, j]``.
 
-        Features absent from a row are not candidates for it (not zeros), so a feature that
-        never appears keeps -inf. A row may not list the same feature twice.
+        Features absent from a row are not candidates for it (not zeros), nor is a -inf value
+        (a masked slot), so a feature that never appears keeps -inf. A row may not list the
+        same feature twice.
         """
         if self.num_features is None:
             raise ValueError("num_features must be given to TopKExamples before update_sparse")
@@ -416,14 +417,18 @@ class TopKExamples:
             raise ValueError("indices_NK lists a feature twice in one row")
 
         num_features, k = self.num_features, self.k
+        # Only candidates that can enter are ranked: at least the feature's k-th held value
+        # (ties may still win on a lower row id); -inf (a masked slot) never enters.
+        candidate_ids = ids_N.repeat_interleave(indices.shape[1])
+        values, indices = values.flatten(), indices.flatten()
+        floor_F = self._values_FS[:, -1].where(self._ids_FS[:, -1] >= 0, float("-inf"))
+        can_enter = (values >= floor_F[indices]) & (values > float("-inf"))
+        values, indices = values[can_enter], indices[can_enter]
+        candidate_ids = candidate_ids[can_enter]
         held = self._ids_FS.flatten() >= 0
-        feature = torch.cat(
-            [torch.arange(num_features).repeat_interleave(k)[held], indices.flatten()]
-        )
-        value = torch.cat([self._values_FS.flatten()[held], values.flatten()])
-        row_id = torch.cat(
-            [self._ids_FS.flatten()[held], ids_N.repeat_interleave(indices.shape[1])]
-        )
+        feature = torch.cat([torch.arange(num_features).repeat_interleave(k)[held], indices])
+        value = torch.cat([self._values_FS.flatten()[held], values])
+        row_id = torch.cat([self._ids_FS.flatten()[held], candidate_ids])
         # Rank candidates within each feature, then keep the first k of each feature.
         order = _rank_order(value, row_id)
         order = order[torch.sort(feature[order], stable=True).indices]

@@ -20,7 +20,7 @@ from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, tra
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
-TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "sae")
+TRAINING_OUTPUTS = ("checkpoints", "metrics.jsonl", "sae", "checkpoint_evals.jsonl")
 MAX_PASSES = 10  # more passes over the same rows than this earns a warning
 
 
@@ -102,8 +102,13 @@ def train_sae_from_store(
     device: str | torch.device = "cpu",
     partial: bool = False,
     overwrite: bool = False,
+    eval_units: int = 0,
 ) -> SaeTrainer:
     """`train_sae` on one hook's rows of an activation store (read with `ActivationStore`).
+
+    `eval_units` > 0: at every checkpoint the SAE is evaluated spliced into the store's
+    model on its first `eval_units` units (CE loss recovered and KL for causal LMs;
+    `pipeline/stats/checkpoint_eval.py`), logged to OUT/checkpoint_evals.jsonl.
 
     An unfinished store is refused unless `partial` (then: its committed units' rows only).
     `out_dir` must be new, empty, or hold this kind of run: an earlier run there is
@@ -118,6 +123,15 @@ def train_sae_from_store(
             f"closest: {', '.join(close)}" if close else f"the store has: {', '.join(store.hooks)}"
         )
         raise ValueError(f"hook {hook!r} is not in the store at {store_path}; {hint}")
+    on_checkpoint = None
+    if eval_units:
+        if out_dir is None:
+            raise ValueError("eval_units needs out_dir: the evaluations are logged there")
+        from pipeline.stats.checkpoint_eval import checkpoint_evaluator  # stats imports sae
+
+        on_checkpoint = checkpoint_evaluator(
+            store_path, hook, eval_units, Path(out_dir), partial, str(device)
+        )
     if out_dir is not None:  # last of the checks: --overwrite deletes the earlier run
         claim_training_output(Path(out_dir), resume, overwrite)
     num_rows = sum(stop - start for start, stop in store.data_row_runs())
@@ -137,4 +151,5 @@ def train_sae_from_store(
         progress=progress,
         device=device,
         metadata=store_provenance(store, hook),
+        on_checkpoint=on_checkpoint,
     )

@@ -44,7 +44,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -220,10 +220,13 @@ class SaeTrainer:
         batches: Iterable[torch.Tensor],
         progress: bool = True,
         checkpoint_dir: str | Path | None = None,
+        on_checkpoint: Callable[[int, Sae], None] | None = None,
     ) -> list[dict[str, float]]:
         """Step through `batches` until `config.steps`; returns metrics every `log_every` steps.
 
         With `progress`: a bar on a terminal, else a line per tenth of the steps (stderr).
+        `on_checkpoint(step, sae)` is called after each checkpoint is saved, with the SAE
+        as it applies to raw inputs (an evaluation at checkpoints, for example).
         """
         history: list[dict[str, float]] = []
         config = self.config
@@ -257,6 +260,8 @@ class SaeTrainer:
                     and self.step % config.checkpoint_every == 0
                 ):
                     self.save_checkpoint(Path(checkpoint_dir) / f"step_{self.step:08d}")
+                    if on_checkpoint is not None:
+                        on_checkpoint(self.step, self.sae_for_raw_inputs())
         finally:
             bar.close()
         return history
@@ -379,6 +384,7 @@ def train_sae(
     progress: bool = True,
     device: str | torch.device = "cpu",
     metadata: dict | None = None,
+    on_checkpoint: Callable[[int, Sae], None] | None = None,
 ) -> SaeTrainer:
     """Train (or resume) an SAE on row chunks [n, D] passed through the shuffle buffer.
 
@@ -386,7 +392,8 @@ def train_sae(
     `out_dir/metrics.jsonl` and the final SAE to `out_dir/sae`. Stops at `config.steps`
     or when the chunks run out, whichever comes first (`trainer.step` says which).
     The final SAE's `cfg.json` "metadata" holds `metadata` (where the rows came from),
-    the rows trained on and the trainer config.
+    the rows trained on and the trainer config. `on_checkpoint(step, sae)` runs after every
+    checkpoint, the final one included.
     """
     if resume is not None:
         trainer = SaeTrainer.from_checkpoint(resume, config, device=device)
@@ -402,14 +409,21 @@ def train_sae(
     )
     out = Path(out_dir) if out_dir is not None else None
     history = trainer.fit(
-        batches, progress=progress, checkpoint_dir=None if out is None else out / "checkpoints"
+        batches,
+        progress=progress,
+        checkpoint_dir=None if out is None else out / "checkpoints",
+        on_checkpoint=on_checkpoint,
     )
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         with (out / "metrics.jsonl").open("a") as log:
             for metrics in history:
                 log.write(json.dumps(metrics) + "\n")
-        trainer.save_checkpoint(out / "checkpoints" / f"step_{trainer.step:08d}")
+        final = out / "checkpoints" / f"step_{trainer.step:08d}"
+        already_evaluated = final.exists() and on_checkpoint is not None
+        trainer.save_checkpoint(final)
+        if on_checkpoint is not None and not already_evaluated:
+            on_checkpoint(trainer.step, trainer.sae_for_raw_inputs())
         trainer.sae_for_raw_inputs().save(out / "sae")
         provenance = {
             **(metadata or {}),

@@ -26,29 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.capture.model_setup import weights_fingerprint
-from pipeline.file_formats import read_json
 from pipeline.hooks import FunctionController
 from pipeline.interventions import effects
-from pipeline.interventions.prepare import store_model_path
 from pipeline.interventions.worker import Batch, batches, unit_windows
 from pipeline.model import LanguageModel
 from pipeline.progress import RowProgress
 from pipeline.sae import Sae
 from pipeline.stats.eval import EvalSums, unit_eval_sums
+from pipeline.stats.provenance import checked_model_path, trained_on
 from pipeline.stats.sae_stats import check_widths, open_sae
 from pipeline.store.reader import ActivationStore
-
-
-def checked_model_path(store: ActivationStore) -> Path:
-    """The store's model folder, refused when its weights are not those captured."""
-    path = store_model_path(store)
-    if weights_fingerprint(path) != store.meta["fingerprint"]["model_weights_sha256"]:
-        raise ValueError(
-            f"the weights in {path} differ from those the store {store.root} was captured "
-            "with (sha256 mismatch); the evaluation must replay the same model"
-        )
-    return path
 
 
 def layer_signature(hook: str) -> str | int:
@@ -190,17 +177,6 @@ def provenance(
         "replay_units": len(replay_units),
         "sae_trained_on": trained_on(sae),
     }
-
-
-def trained_on(sae: str | Path) -> dict[str, Any]:
-    """What the SAE's cfg.json says it was trained on (`jobs.train_sae` records the model,
-    hook and store); empty for SAEs from elsewhere."""
-    cfg = Path(sae) / "cfg.json"
-    if not cfg.is_file():
-        return {}
-    metadata = read_json(cfg, "SAE config").get("metadata") or {}
-    keys = ("model", "hook", "hook_resolved", "store", "store_plan_fingerprint", "rows_trained")
-    return {key: metadata[key] for key in keys if key in metadata}
 
 
 def evaluate_sae(

@@ -158,12 +158,19 @@ class ActivationStore:
             return self.index.read_rows(selection.start, selection.stop)
         if len(selection) == 0:
             return TOKEN_SCHEMA.empty_table()
-        # Read unit by unit so scattered rows never pull in the span between them.
-        units, first = np.unique(selection // self.rows_per_unit, return_inverse=True)
-        tables = [self.index.read_rows(*self.index.unit_rows(int(u))) for u in units]
-        starts = np.cumsum([0] + [t.num_rows for t in tables])[:-1]
-        take = starts[first] + selection - units[first] * self.rows_per_unit
-        return pa.concat_tables(tables).take(pa.array(take))
+        # Read unit by unit and keep only the rows asked for, so scattered rows never pull
+        # in the span between them and memory holds one unit's table at a time.
+        order = np.argsort(selection, kind="stable")
+        ordered = selection[order]
+        unit_of = ordered // self.rows_per_unit
+        bounds = np.flatnonzero(np.diff(unit_of)) + 1
+        pieces = []
+        for rows in np.split(ordered, bounds):
+            start, stop = self.index.unit_rows(int(rows[0] // self.rows_per_unit))
+            pieces.append(self.index.read_rows(start, stop).take(pa.array(rows - start)))
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))
+        return pa.concat_tables(pieces).take(pa.array(back))
 
     def docs(self) -> pa.Table:
         """doc_id, source, text, num_tokens of every document read from the corpus."""

@@ -220,3 +220,27 @@ def test_job_refuses_an_unfinished_store_in_one_line(store_and_sae, tmp_path):
     assert done.returncode == 2 and not out.exists()
     assert len(done.stderr.strip().splitlines()) == 1
     assert "unfinished" in done.stderr and "--partial" in done.stderr
+
+
+def test_training_evaluates_ce_loss_recovered_at_each_checkpoint(store_and_sae, tmp_path, capsys):
+    from jobs.train_sae import main as train_main
+    from pipeline.sae import load_sae
+    from pipeline.stats.eval_replay import eval_units
+
+    store_path, _, _ = store_and_sae
+    out = tmp_path / "run"
+    args = ["--store", str(store_path), "--hook", HOOK, "--n-latents", "32", "--k", "4"]
+    args += ["--batch-size", "64", "--steps", "10", "--checkpoint-every", "5", "--quiet"]
+    assert train_main([*args, "--eval-units", "1", "--out", str(out)]) == 0
+    logged = [
+        json.loads(line) for line in (out / "checkpoint_evals.jsonl").read_text().splitlines()
+    ]
+    assert [entry["step"] for entry in logged] == [5, 10], "each checkpoint once, the last too"
+    assert all(entry["units"] == 1 and entry["ce_loss_recovered"] is not None for entry in logged)
+    first_unit = ActivationStore.open(store_path).data_units()[:1]
+    direct = eval_units(store_path, HOOK, load_sae(out / "sae"), first_unit, first_unit)
+    assert logged[-1]["ce_loss_recovered"] == pytest.approx(
+        direct.metrics()["ce_loss_recovered"], rel=1e-6
+    )
+    err = capsys.readouterr().err
+    assert "step 5 eval on 1 units: FVE" in err and "CE recovered" in err

@@ -79,10 +79,14 @@ def test_partials_merge_in_any_grouping(store_and_sae):
 def test_tables_join_examples_to_their_tokens(store_and_sae, tmp_path):
     store_path, _, sae = store_and_sae
     out = write_feature_tables(
-        sae_feature_stats(store_path, "layer_2", sae, top_k=3), store_path, tmp_path / "t"
+        sae_feature_stats(store_path, "layer_2", sae, top_k=3),
+        store_path,
+        "layer_2",
+        sae,
+        tmp_path / "t",
     )
     features = pd.read_parquet(out / "features.parquet")
-    examples = pd.read_parquet(out / "examples.parquet")
+    examples = pd.read_parquet(out / "examples.parquet").query("kind == 'top'")
     assert len(features) == 96 and features.frequency.between(0, 1).all()
     tokens = ActivationStore.open(store_path).tokens().to_pandas().set_index("row")
     first = examples.iloc[0]
@@ -175,16 +179,99 @@ def test_examples_from_a_duplicated_passage_are_listed_once(tiny_gpt2_path, tmp_
 
     def examples(dedupe: bool):
         out = write_feature_tables(
-            stats, tmp_path / "store", tmp_path / f"t{dedupe}", top_k=4, dedupe=dedupe
+            stats,
+            tmp_path / "store",
+            "layer_2",
+            sae,
+            tmp_path / f"t{dedupe}",
+            top_k=4,
+            dedupe=dedupe,
         )
         return pd.read_parquet(out / "examples.parquet")
 
     kept, deduped = examples(False), examples(True)
-    assert kept.duplicated(["latent", "context"]).any(), "the corpus repeats every passage"
-    assert not deduped.duplicated(["latent", "context"]).any()
+    assert kept.duplicated(["kind", "latent", "context"]).any(), "the corpus repeats passages"
+    assert not deduped.duplicated(["kind", "latent", "context"]).any()
+    assert set(deduped.kind) == {"top", "sample"}
+    kept, deduped = kept.query("kind == 'top'"), deduped.query("kind == 'top'")
     assert (deduped.groupby("latent").size() <= 4).all()
     assert (deduped.groupby("latent")["rank"].apply(lambda r: list(r) == list(range(len(r))))).all()
     strongest = kept[kept["rank"] == 0].set_index("latent").activation.sort_index()
     first = deduped[deduped["rank"] == 0].set_index("latent").activation.sort_index()
     np.testing.assert_array_equal(first.index, strongest.index)
     np.testing.assert_array_equal(first.to_numpy(), strongest.to_numpy())
+
+
+def test_histograms_and_samples_equal_brute_force(store_and_sae):
+    from pipeline.stats.features import ACTIVATION_BIN_EDGES, activation_bins
+
+    store_path, _, sae = store_and_sae
+    stats = sae_feature_stats(store_path, "layer_2", sae, top_k=3, samples=6)
+    codes_NF = brute_force(store_path, sae)
+    fired_NF = codes_NF > 0
+    assert torch.equal(stats.l0_hist, torch.bincount(fired_NF.sum(1)))
+    for latent in range(96):
+        fired = codes_NF[:, latent][fired_NF[:, latent]].numpy()
+        expected = np.bincount(activation_bins(fired), minlength=len(ACTIVATION_BIN_EDGES) - 1)
+        np.testing.assert_array_equal(stats.hist_FB[latent].numpy(), expected)
+        sampled = [r for r in stats.samples.row_ids()[latent].tolist() if r >= 0]
+        assert len(sampled) == min(6, len(fired)) and len(set(sampled)) == len(sampled)
+        assert fired_NF[sampled, latent].all(), "a sample is a token where the latent fired"
+    # The sample is a function of the data, not of how units were grouped.
+    store = ActivationStore.open(store_path)
+    parts = [unit_feature_stats(store, "layer_2", sae, u, 3, 6) for u in range(store.num_units)]
+    regrouped = reduce(FeatureStats.merge, reversed(parts))
+    assert torch.equal(regrouped.samples.row_ids(), stats.samples.row_ids())
+    assert torch.equal(regrouped.hist_FB, stats.hist_FB)
+
+
+def test_contexts_carry_the_latent_on_every_token(store_and_sae, tmp_path):
+    store_path, _, sae = store_and_sae
+    stats = sae_feature_stats(store_path, "layer_2", sae, top_k=3, samples=4)
+    out = write_feature_tables(stats, store_path, "layer_2", sae, tmp_path / "t", context=5)
+    examples = pd.read_parquet(out / "examples.parquet")
+    codes_NF = brute_force(store_path, sae)
+    tokens = ActivationStore.open(store_path).tokens().to_pandas().set_index("row")
+    assert set(examples.kind) == {"top", "sample"}
+    for e in examples.itertuples():
+        window = tokens[tokens.window == tokens.loc[e.row, "window"]]
+        rows = [r for r in window.index if abs(r - e.row) <= 5]
+        assert len(e.context_tokens) == len(e.context_activations) == len(rows)
+        assert rows[e.context_index] == e.row
+        expected = codes_NF[rows, e.latent].clamp(min=0).numpy()
+        np.testing.assert_allclose(e.context_activations, expected, rtol=1e-5, atol=1e-6)
+        assert e.activation == pytest.approx(float(codes_NF[e.row, e.latent]), rel=1e-5)
+        assert e.context_tokens[e.context_index] == e.token_text
+        assert (
+            "".join(e.context_tokens).strip()
+            == e.context.replace("[[", "").replace("]]", "").strip()
+        )
+    document = json.loads((out / "stats.json").read_text())
+    assert document["num_tokens"] == 2800 and document["hook"] == "layer_2"
+    assert document["l0_histogram"] == stats.l0_hist.tolist()
+    assert document["dead_count"] == int((codes_NF > 0).sum(0).eq(0).sum())
+
+
+def test_output_tokens_are_the_decoder_directions_through_the_unembedding(store_and_sae, tmp_path):
+    from pipeline import LanguageModel
+
+    store_path, _, sae = store_and_sae
+    stats = sae_feature_stats(store_path, "layer_2", sae, top_k=2, samples=2)
+    out = write_feature_tables(stats, store_path, "layer_2", sae, tmp_path / "t", context=2)
+    logits = pd.read_parquet(out / "logits.parquet")
+    lm = LanguageModel.from_pretrained(
+        ActivationStore.open(store_path).meta["fingerprint"]["model"]
+    )
+    W_U = lm.model.lm_head.weight.detach() * lm.model.transformer.ln_f.weight.detach()
+    with torch.no_grad():
+        direct_FV = sae.W_dec.detach() @ W_U.T
+    for latent in (0, 17, 95):
+        row = logits[logits.latent == latent]
+        promoted = row[row.direction == "promoted"].sort_values("rank")
+        suppressed = row[row.direction == "suppressed"].sort_values("rank")
+        assert promoted.token_id.tolist() == direct_FV[latent].topk(10).indices.tolist()
+        assert suppressed.token_id.tolist() == (-direct_FV[latent]).topk(10).indices.tolist()
+        np.testing.assert_allclose(
+            promoted.logit, direct_FV[latent].topk(10).values.numpy(), rtol=1e-4, atol=1e-5
+        )
+    assert "final norm" in json.loads((out / "stats.json").read_text())["output_tokens"]

@@ -233,7 +233,12 @@ def test_sae_stats_refuses_a_store_foreign_files_and_earlier_tables(
     assert stats_main([*stats, "--out", str(out)]) == 2
     assert "already holds feature tables" in one_error_line(capsys)
     assert stats_main([*stats, "--out", str(out), "--overwrite"]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["examples.parquet", "features.parquet"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "examples.parquet",
+        "features.parquet",
+        "logits.parquet",
+        "stats.json",
+    ]
 
 
 def test_integer_hooks_are_stored_under_the_layer_they_index(clean, tiny_gpt2_path, tmp_path):

@@ -465,3 +465,12 @@ def test_state_size_is_flat_over_10000_updates(build, update):
         if i + 1 in (100, 10_000):
             sizes[i + 1] = _state_numel(acc)
     assert sizes[100] == sizes[10_000] > 0
+
+
+def test_topk_sparse_never_keeps_a_masked_minus_inf_slot():
+    examples = TopKExamples(3, num_features=4)
+    values = torch.tensor([[2.0, float("-inf")], [float("-inf"), float("-inf")]])
+    indices = torch.tensor([[0, 1], [0, 1]])
+    examples.update_sparse(values, indices, torch.tensor([10, 11]))
+    assert examples.row_ids()[0].tolist() == [10, -1, -1], "one real firing, no masked rows"
+    assert examples.row_ids()[1].tolist() == [-1, -1, -1]

@@ -1,0 +1,1 @@
+"""Benchmarks, outside the importable library: `python -m jobs.benchmark SUITE` runs them."""
