@@ -81,29 +81,18 @@ def stats_job(args: argparse.Namespace) -> int:
     dedupe = not args.keep_duplicates
     candidates = 2 * args.top_k if dedupe else args.top_k  # duplicates dropped, k remain
     if local:
-        from pipeline.stats import sae_feature_stats
-
-        stats = sae_feature_stats(
-            store,
-            args.hook,
-            sae,
-            top_k=candidates,
-            partial=args.partial,
-            progress=progress,
-            samples=args.samples,
-        )
+        from pipeline.stats import sae_feature_stats as compute
     else:
-        from pipeline.distributed.stats import sae_feature_stats_on_ray
-
-        stats = sae_feature_stats_on_ray(
-            store,
-            args.hook,
-            sae,
-            top_k=candidates,
-            partial=args.partial,
-            progress=progress,
-            samples=args.samples,
-        )
+        from pipeline.distributed.stats import sae_feature_stats_on_ray as compute
+    stats = compute(
+        store,
+        args.hook,
+        sae,
+        top_k=candidates,
+        partial=args.partial,
+        progress=progress,
+        samples=args.samples,
+    )
     from pipeline.stats import write_feature_tables
     from pipeline.stats.sae_stats import STATS_OUTPUTS
 
