@@ -23,6 +23,7 @@ SUITES = {
     "scale-e2e": "pipeline.bench.scale_e2e",
     "recheck": "pipeline.bench.recheck",
     "report": "benchmarks.report",
+    "s3-capture": "benchmarks.s3_capture",
 }
 
 

@@ -78,9 +78,10 @@ def capture_job(args: argparse.Namespace) -> int:
 
         transformers_logging.disable_progress_bar()
     from pipeline.capture import capture, load_config
+    from pipeline.store.location import resolve
 
     config = load_config(args.config, args.set)
-    out = Path(args.out or config.out).expanduser().resolve()
+    out = resolve(args.out or config.out)  # a folder made absolute, or an s3:// URL as given
     config = replace(
         config,
         out=str(out),

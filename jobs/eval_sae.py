@@ -49,7 +49,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def eval_job(args: argparse.Namespace) -> int:
-    store, sae = (str(Path(p).expanduser().resolve()) for p in (args.store, args.sae))
+    from pipeline.store.location import local_output, resolve
+
+    if args.out is not None:
+        local_output(args.out, "--out")
+    store, sae = resolve(args.store), str(Path(args.sae).expanduser().resolve())
     out = Path(args.out or Path(sae).parent / f"eval-{args.hook}").expanduser().resolve()
     if args.batch_size < 1 or (args.max_units is not None and args.max_units < 0):
         raise ValueError(

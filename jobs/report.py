@@ -43,7 +43,16 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_job(args: argparse.Namespace) -> int:
     from pipeline.report import write_report
+    from pipeline.store.location import is_url, local_output
 
+    if is_url(args.source):
+        raise ValueError(
+            f"the report reads a local folder; {args.source} is on object storage: copy it "
+            "down first (for a store, the norms need only a few units: `jobs.report` of a "
+            "store on s3:// is not supported yet)"
+        )
+    if args.out:
+        local_output(args.out, "--out")
     source = Path(args.source).expanduser().resolve()
     site = Path(args.out or f"{source}-report").expanduser().resolve()
     started = time.perf_counter()

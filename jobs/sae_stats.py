@@ -59,9 +59,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stats_job(args: argparse.Namespace) -> int:
-    store, sae, out = (
-        str(Path(p).expanduser().resolve()) for p in (args.store, args.sae, args.out)
-    )
+    from pipeline.store.location import local_output, resolve
+
+    local_output(args.out, "--out")
+    store = resolve(args.store)  # a local folder made absolute, or an s3:// URL as given
+    sae, out = (str(Path(p).expanduser().resolve()) for p in (args.sae, args.out))
     for flag, value, least in (("--top-k", args.top_k, 1), ("--samples", args.samples, 1),
                                ("--context", args.context, 0)):  # fmt: skip
         if value < least:

@@ -140,6 +140,9 @@ def train_job(args: argparse.Namespace) -> int:
         seed=args.seed,
         normalize_activations=args.normalize_activations,
     )
+    from pipeline.store.location import local_output
+
+    local_output(args.out, "--out")
     out = Path(args.out).expanduser().resolve()
     trainer = train_sae_from_store(
         args.store,

@@ -4,12 +4,14 @@ Hook names are resolved right after the weights load and before any corpus work,
 typo fails in seconds with the closest real names. One tiny forward pass then learns each
 hook's width and proves the model runs in the requested dtype on the requested device
 (a failure there is a clear error, not a crash in the middle of unit 37).
+
+A model on object storage (`model: s3://bucket/models/gpt2`) is copied into the node's
+model cache where its path is first resolved (`model_path`), so everything after loads
+and hashes a local folder, while the store records the URL as the model's name.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
 from pathlib import Path
 
 import torch
@@ -17,10 +19,14 @@ import torch
 from pipeline.capture.config import CaptureConfig
 from pipeline.hooks import LayerActivationDetector
 from pipeline.model import LanguageModel, default_model_path
+from pipeline.model.remote import local_model_folder, weights_fingerprint
+
+__all__ = ["deepest_hook", "load_model", "model_path", "probe_widths", "weights_fingerprint"]
 
 
 def model_path(config: CaptureConfig) -> Path:
-    return Path(config.model) if config.model else default_model_path()
+    """The local model folder: the config's path, a URL's cached copy, or the default."""
+    return local_model_folder(config.model) if config.model else default_model_path()
 
 
 def load_model(config: CaptureConfig) -> LanguageModel:
@@ -65,27 +71,3 @@ def deepest_hook(lm: LanguageModel, hooks: tuple[str, ...]) -> str | None:
     if any(lm.layers.resolve(h) == "" for h in hooks):
         return None
     return max(hooks, key=lm.layers.depth)
-
-
-def weights_fingerprint(path: Path) -> str:
-    """sha256 over the model folder's weight files (names and bytes), in sorted order.
-
-    Hashing GPT-2 small's 500 MB takes about 0.3 s, so a process hashes a folder once and
-    reuses the digest while every weight file keeps its size and mtime (a capture run
-    again in the same process, a notebook, the benchmarks).
-    """
-    files = sorted(p for p in Path(path).iterdir() if p.suffix in (".safetensors", ".bin"))
-    stamps = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
-    return _hash_files(stamps)
-
-
-@functools.lru_cache(maxsize=16)
-def _hash_files(stamps: tuple[tuple[str, int, int], ...]) -> str:
-    digest = hashlib.sha256()
-    for name, _, _ in stamps:
-        file = Path(name)
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 22), b""):
-                digest.update(block)
-    return digest.hexdigest()

@@ -20,6 +20,7 @@ from pipeline.capture.model_setup import load_model, model_path, probe_widths, w
 from pipeline.model import LanguageModel
 from pipeline.store.corpus import Corpus
 from pipeline.store.layout import KNOWN_ENTRIES
+from pipeline.store.location import is_url, resolve, store_path
 from pipeline.store.output_dir import foreign_entries
 from pipeline.store.plan import PlanConfig
 from pipeline.store.planner import PlanResult, plan_corpus
@@ -52,6 +53,16 @@ def check_output_path(out: Path) -> None:
                 f"(it holds {foreign[:5]}); refusing to write or delete there. Choose a new "
                 "or empty folder (--out)"
             )
+    if is_url(out):
+        bucket = out.path.split("/")[0]
+        if not out.fs.exists(bucket):
+            raise ValueError(
+                f"cannot write the store {out}: the bucket {bucket!r} does not exist or is "
+                "not reachable with the credentials and endpoint of this environment "
+                "(AWS_* variables, AWS_PROFILE, the instance's role; AWS_ENDPOINT_URL for "
+                "S3-compatible services)"
+            )
+        return
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(
@@ -103,7 +114,7 @@ def prepare_capture(
     A reopened store is checked first (`StoreWriter.recheck`); what was damaged is
     printed to stderr and redone.
     """
-    out = Path(config.out).resolve()
+    out = store_path(resolve(config.out))
     check_output_path(out)
     corpus = Corpus(config.corpus)
     corpus.fingerprint()  # a missing or empty corpus fails here, before the model loads

@@ -127,7 +127,7 @@ class UnitWorker:
         self.config = config
         self.worker_id = worker_id
         self.lm = lm if lm is not None else load_model(config)
-        self.writer = StoreWriter.open(Path(store_path))
+        self.writer = StoreWriter.open(store_path)
         self.index = self.writer.index
         self.widths = self.writer.hooks
         self.stop_after = deepest_hook(self.lm, config.hooks)

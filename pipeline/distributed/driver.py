@@ -52,7 +52,10 @@ def run_capture(
     # The driver only checks hooks and widths and plans (in tasks); it may have no GPU.
     probe_config = replace(config, device="cpu")
     prepared = prepare_capture(
-        probe_config, planner=ray_planner(model_path(probe_config)), command=command
+        probe_config,
+        # The model as given (a URL stays a URL): each node resolves its own cached copy.
+        planner=ray_planner(config.model or model_path(probe_config)),
+        command=command,
     )
     writer, store_path = prepared.writer, str(prepared.out)
     config = replace(config, hooks=prepared.config.hooks)  # integer hooks named

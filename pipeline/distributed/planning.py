@@ -30,7 +30,9 @@ from pipeline.store.windows import WindowSpec
 def _tokenizer(model_dir: str):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(model_dir)
+    from pipeline.model.remote import local_model_folder  # a URL: this node's cached copy
+
+    return AutoTokenizer.from_pretrained(local_model_folder(model_dir))
 
 
 def _tokenize(

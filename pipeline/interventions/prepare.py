@@ -46,6 +46,7 @@ from pipeline.interventions.steps import (
     sae_n_latents,
 )
 from pipeline.model import LanguageModel, default_model_path
+from pipeline.model.remote import local_model_folder
 from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import STORE_JSON, SUCCESS, UNITS_DIR
 from pipeline.store.manifest import committed_units
@@ -90,7 +91,7 @@ class PreparedRun:
 def store_model_path(store: ActivationStore) -> Path:
     """The model folder the store was captured with ('embedded:...' is the packaged MiniLM)."""
     name = store.meta["fingerprint"]["model"]
-    path = default_model_path() if name.startswith("embedded:") else Path(name)
+    path = default_model_path() if name.startswith("embedded:") else local_model_folder(name)
     if not (path / "config.json").exists():
         raise ValueError(
             f"the store {store.root} was captured with model {name!r}, which is not a model "

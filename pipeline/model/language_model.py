@@ -17,6 +17,8 @@ from pipeline.hooks.hook import BatchContext, Hook, HookType
 from pipeline.model.inference import Inference
 from pipeline.model.layers import Layers
 from pipeline.model.quiet import quiet_model_loading
+from pipeline.model.remote import local_model_folder
+from pipeline.store.location import is_url
 
 _DTYPES = {
     "float32": torch.float32,
@@ -65,17 +67,20 @@ class LanguageModel:
         """Load a causal LM (with its LM head) or an encoder, and its tokenizer.
 
         `dtype=None` keeps the checkpoint's float32 default. Weights load from
-        safetensors; nothing is unpickled.
+        safetensors; nothing is unpickled. A folder on object storage (`s3://...`) is
+        copied once into the node's model cache (`pipeline.model.remote`) and loaded from
+        there; `name_or_path` stays the URL.
         """
         quiet_model_loading()
         path = str(name_or_path)
+        folder = str(local_model_folder(path)) if is_url(path) else path
         torch_dtype = parse_dtype(dtype)
         try:
-            config = AutoConfig.from_pretrained(path)
+            config = AutoConfig.from_pretrained(folder)
             auto = AutoModelForCausalLM if is_causal_lm(config) else AutoModel
             kwargs = {"dtype": torch_dtype} if torch_dtype is not None else {}
-            model = auto.from_pretrained(path, use_safetensors=True, **kwargs)
-            tokenizer = AutoTokenizer.from_pretrained(path)
+            model = auto.from_pretrained(folder, use_safetensors=True, **kwargs)
+            tokenizer = AutoTokenizer.from_pretrained(folder)
         except (SafetensorError, OSError, ValueError) as e:
             # transformers' and safetensors' errors often name no file ("invalid header
             # length"); say which model folder failed and what it must hold.

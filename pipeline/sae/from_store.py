@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, train_sae
+from pipeline.store.location import resolve
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
@@ -31,7 +32,7 @@ def store_provenance(store: ActivationStore, hook: str) -> dict:
     provenance = {
         "model": fingerprint.get("model"),
         "hook": hook,
-        "store": str(Path(store.root).resolve()),
+        "store": resolve(store.root),
         "store_plan_fingerprint": store.meta.get("plan_fingerprint"),
         "store_fingerprint_sha256": digest,
     }

@@ -19,6 +19,7 @@ import torch
 
 from pipeline.model import LanguageModel
 from pipeline.model.defaults import default_model_path
+from pipeline.model.remote import local_model_folder
 from pipeline.model.render import TokenRenderer
 from pipeline.progress import RowProgress
 from pipeline.sae import Sae, load_sae
@@ -27,6 +28,7 @@ from pipeline.stats.eval import DENSE_FREQUENCY
 from pipeline.stats.features import ACTIVATION_BIN_EDGES, FeatureStats
 from pipeline.stats.logit_effects import output_token_effects
 from pipeline.stats.provenance import checked_model_path, trained_on
+from pipeline.store.location import is_url
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
@@ -134,7 +136,12 @@ def sae_feature_stats(
 def renderer_for_store(store: ActivationStore) -> TokenRenderer | None:
     """The store's tokenizer as a renderer, or None when its model folder is not here."""
     name = store.meta["fingerprint"]["model"]
-    path = default_model_path() if name.startswith("embedded:") else Path(name)
+    if name.startswith("embedded:"):
+        path = default_model_path()
+    elif is_url(name):
+        path = local_model_folder(name)  # this node's cached copy of the store's model
+    else:
+        path = Path(name)
     if not (path / "tokenizer_config.json").exists() and not (path / "tokenizer.json").exists():
         return None
     from transformers import AutoTokenizer

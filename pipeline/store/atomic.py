@@ -14,10 +14,20 @@ from pathlib import Path
 
 from pipeline import faults
 from pipeline.store.layout import temp_sibling
+from pipeline.store.location import is_url
 
 
-def write_atomic(path: Path, chunks: Iterable, fsync: bool = True) -> None:
-    """Write the bytes-like `chunks` in order as the file at `path`, all or nothing."""
+def write_atomic(path: Path, chunks: Iterable, fsync: bool = True, exclusive: bool = False) -> None:
+    """Write the bytes-like `chunks` in order as the file at `path`, all or nothing.
+
+    On object storage there is no rename, and none is needed: an object appears whole
+    when its upload completes (a multipart upload of a large one included), or not at all.
+    `exclusive` (object storage): create only if absent (`If-None-Match: *`), raising
+    FileExistsError otherwise, so two attempts cannot both commit.
+    """
+    if is_url(path):
+        _put_object(path, chunks, exclusive)
+        return
     tmp = temp_sibling(path)
     counted = faults.metered(path)  # tests only: a kill at a chosen byte (pipeline/faults.py)
     try:
@@ -42,8 +52,22 @@ def write_atomic(path: Path, chunks: Iterable, fsync: bool = True) -> None:
         raise
 
 
+def _put_object(path: Path, chunks: Iterable, exclusive: bool) -> None:
+    counted = faults.metered(path)
+    with path.open("xb" if exclusive else "wb") as f:
+        for chunk in chunks:
+            if counted:
+                faults.write_counted(f, chunk, path)
+            else:
+                f.write(chunk)
+        if counted:
+            faults.before_rename(path)  # the upload completes as the file closes
+
+
 def fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable."""
+    """Make a rename inside `path` durable (object storage has no folders to sync)."""
+    if is_url(path):
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -35,7 +35,10 @@ stats. Literal U+FFFD characters present in valid UTF-8 are not counted.
 `fingerprint()` hashes the config (minus the path spelling) and each file's name relative
 to the files' common folder and its size: cheap on any corpus, and unchanged when the corpus
 is copied to another machine (mtimes would not be). Content digests belong to the planner,
-which computes them shard by shard while it reads.
+which computes them shard by shard while it reads. On object storage (`s3://...`) the same
+name-and-size fingerprint is taken from the listing: the same files uploaded fingerprint
+like the files on disk; ETags are left out because they depend on how an object was
+uploaded (a multipart upload's ETag is not the content's MD5), and so are mtimes.
 """
 
 from __future__ import annotations
@@ -43,12 +46,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pipeline.checks import check_bool, check_choice, check_int, check_str
 from pipeline.store.corpus_readers import decode_utf8, list_files, make_reader
+from pipeline.store.location import is_url
 
 __all__ = ["CORPUS_KINDS", "Corpus", "CorpusConfig", "CorpusShard", "Document", "decode_utf8"]
 
@@ -72,7 +77,8 @@ class CorpusConfig:
     kind: one of "jsonl", "parquet", "text", "hf_disk", "pydoc".
     path: a glob (jsonl, text), a glob or folder (parquet; a folder means every `*.parquet`
         under it), a `datasets.save_to_disk` folder (hf_disk), or None (pydoc: the Python
-        reference manual topics embedded in every Python).
+        reference manual topics embedded in every Python). jsonl, parquet and text may be
+        on object storage (`s3://bucket/prefix/*.jsonl`), read in ranges, not downloaded.
     text_field: the JSON key (jsonl) or column (parquet, hf_disk) holding the text.
     one_per_line: text only; every line of every file is a document instead of every file.
     split: hf_disk only; the split to read when the folder holds a DatasetDict.
@@ -96,6 +102,11 @@ class CorpusConfig:
         if self.kind != "pydoc" and not self.path:
             raise ValueError(f"corpus.path is required for kind {self.kind!r}")
         check_str("corpus.path", self.path, optional=True)
+        if self.kind == "hf_disk" and is_url(self.path):
+            raise ValueError(
+                "corpus.path must be a local folder for kind 'hf_disk' (object storage is read "
+                "for jsonl, parquet and text); copy the folder to local disk first"
+            )
         check_str("corpus.text_field", self.text_field)
         check_bool("corpus.one_per_line", self.one_per_line)
         if self.one_per_line and self.kind != "text":
@@ -176,7 +187,7 @@ class Corpus:
                     return
 
     def files(self) -> list[Path]:
-        """The input files in read order (empty for pydoc)."""
+        """The input files in read order (empty for pydoc; `UPath`s for a URL)."""
         return list_files(self.config)
 
     def fingerprint(self) -> str:
@@ -190,10 +201,21 @@ class Corpus:
 
             digest.update(json.dumps(topics, sort_keys=True).encode())
         files = self.files()
-        root = os.path.commonpath([p.parent for p in files]) if files else ""
-        for path in files:
-            digest.update(os.path.relpath(path, root).encode() + b"\0")
+        for path, name in zip(files, _relative_names(files), strict=True):
+            digest.update(name.encode() + b"\0")
             digest.update(str(path.stat().st_size).encode() + b"\0")
             if self.config.kind == "hf_disk" and path.name == "state.json":
                 digest.update(str(json.loads(path.read_text()).get("_fingerprint")).encode())
         return digest.hexdigest()
+
+
+def _relative_names(files: list[Path]) -> list[str]:
+    """Each file's name relative to the files' common folder (URLs: within the bucket)."""
+    if not files:
+        return []
+    if not is_url(files[0]):
+        root = os.path.commonpath([p.parent for p in files])
+        return [os.path.relpath(path, root) for path in files]
+    keys = [str(path).split("://", 1)[1] for path in files]
+    root = posixpath.commonpath([posixpath.dirname(key) for key in keys])
+    return [posixpath.relpath(key, root) for key in keys]

@@ -5,18 +5,29 @@ Parquet footers, Arrow IPC message headers), and `read(path, start, stop)` yield
 span's records as `(source, text, num_replaced_chars)`; `Corpus` turns spans into numbered
 `CorpusShard`s (whose docstring says what start/stop mean per kind) and records into
 `Document`s. Kept apart from `corpus.py` so that the public types stay short to read.
+
+A corpus path may be a URL (`s3://bucket/prefix/*.jsonl`): files are listed with fsspec's
+`glob`, planned from the listing's sizes and Parquet footers, and read through fsspec file
+objects, which fetch only the byte ranges read (read-ahead bounded by `REMOTE_BLOCK`), so a
+shard of a large object costs about its own bytes and no file is downloaded whole. Parquet
+is read through those file objects with Arrow's threads off, never by handing the fsspec
+filesystem to Arrow (`pipeline/store/location.py` says why).
 """
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import io
 import json
 import os
+import posixpath
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, BinaryIO, Protocol
+
+from pipeline.store.location import is_url
 
 if TYPE_CHECKING:
     from pipeline.store.corpus import CorpusConfig
@@ -27,6 +38,7 @@ Record = tuple[str, str, int]  # (source, text, num_replaced_chars)
 _REPLACEMENT = "\ufffd"
 _REPLACEMENT_UTF8 = _REPLACEMENT.encode()
 _CODECS = {".gz": "gzip", ".zst": "zstd"}
+REMOTE_BLOCK = 1 << 20  # bytes per ranged GET of a remote file, and the most read ahead
 
 
 class Reader(Protocol):
@@ -45,6 +57,8 @@ def list_files(cfg: CorpusConfig) -> list[Path]:
         return []
     if cfg.kind == "hf_disk":
         return sorted(p for p in _hf_root(cfg).rglob("*") if p.is_file())
+    if is_url(cfg.path):
+        return _list_remote(cfg)
     pattern, skip_private = cfg.path, False
     if cfg.kind == "parquet" and os.path.isdir(cfg.path):
         pattern, skip_private = os.path.join(cfg.path, "**", "*.parquet"), True
@@ -54,6 +68,53 @@ def list_files(cfg: CorpusConfig) -> list[Path]:
     if not matches:
         raise ValueError(f"corpus.path {cfg.path!r} matched no files; check the path or glob")
     return [Path(p) for p in matches]
+
+
+def _list_remote(cfg: CorpusConfig) -> list[Path]:
+    """`list_files` on object storage: the same matches, as `UPath`s of the same filesystem."""
+    import fsspec
+    from upath import UPath
+
+    fs, pattern = fsspec.core.url_to_fs(cfg.path)
+    root = pattern.rstrip("/")
+    fs.invalidate_cache()  # list afresh; the listing then answers every size query
+    skip_private = cfg.kind == "parquet" and not glob.has_magic(root) and fs.isdir(root)
+    if skip_private:
+        pattern = posixpath.join(root, "**", "*.parquet")
+    matches = sorted(
+        p for p, info in fs.glob(pattern, detail=True).items() if info["type"] == "file"
+    )
+    if skip_private:
+        matches = [p for p in matches if not _has_private_part(p, root)]
+    if not matches:
+        raise ValueError(f"corpus.path {cfg.path!r} matched no files; check the path or glob")
+    return [UPath(fs.unstrip_protocol(p)) for p in matches]
+
+
+def open_input(path: str | Path) -> BinaryIO:
+    """A binary file: the local file, or for a remote one an fsspec file object that
+    fetches only the byte ranges read, plus at most `REMOTE_BLOCK` ahead. The buffering is
+    Python's: fsspec's own `readline` reads a block ahead per line and its read-ahead cache
+    forgets what lies before its last fetch, so lines would be fetched several times."""
+    if not is_url(path):
+        return open(path, "rb")
+    import fsspec
+
+    fs, inner = fsspec.core.url_to_fs(str(path))
+    return io.BufferedReader(fs.open(inner, "rb", cache_type="none"), REMOTE_BLOCK)
+
+
+@contextlib.contextmanager
+def open_parquet(path: str | Path):
+    """A ParquetFile of a local file, or of a remote one read through a file object."""
+    import pyarrow.parquet as pq
+
+    if not is_url(path):
+        with pq.ParquetFile(path) as parquet:
+            yield parquet
+        return
+    with open_input(path) as handle, pq.ParquetFile(handle) as parquet:
+        yield parquet
 
 
 def decode_utf8(raw: bytes) -> tuple[str, int]:
@@ -83,7 +144,7 @@ def byte_ranges(path: Path, target: int) -> list[Span]:
 
 def iter_lines(path: str, start: int, stop: int) -> Iterator[tuple[int, bytes]]:
     """(offset, line without its end) for every line whose first byte lies in [start, stop)."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         offset = start
         if start > 0:
             f.seek(start - 1)
@@ -162,7 +223,8 @@ def _compressed_lines(path: str, codec: str) -> Iterator[tuple[int, bytes]]:
     """(1-based line number, line) of a compressed file, with bounded memory."""
     import pyarrow as pa
 
-    with pa.OSFile(path) as raw:
+    raw = pa.PythonFile(open_input(path), mode="r") if is_url(path) else pa.OSFile(path)
+    with raw:  # closing a PythonFile closes the fsspec file too
         stream = io.BufferedReader(pa.CompressedInputStream(raw, codec), 1 << 20)
         for lineno, line in enumerate(stream, start=1):
             yield lineno, line.removesuffix(b"\n").removesuffix(b"\r")
@@ -206,11 +268,9 @@ class ParquetReader:
         self.cfg = cfg
 
     def plan(self) -> list[Span]:
-        import pyarrow.parquet as pq
-
         spans: list[Span] = []
         for path in list_files(self.cfg):
-            with pq.ParquetFile(path) as parquet:
+            with open_parquet(path) as parquet:
                 offsets, sizes = self._row_groups(parquet, path)
             for lo, hi in runs(sizes, self.cfg.shard_bytes):
                 if offsets[lo] < offsets[hi]:
@@ -218,10 +278,8 @@ class ParquetReader:
         return spans
 
     def read(self, path: str | None, start: int, stop: int) -> Iterator[Record]:
-        import pyarrow.parquet as pq
-
         field = self.cfg.text_field
-        with pq.ParquetFile(path) as parquet:
+        with open_parquet(path) as parquet:
             offsets, _ = self._row_groups(parquet, path)
             groups = [
                 i for i in range(len(offsets) - 1) if offsets[i] < stop and offsets[i + 1] > start
@@ -229,7 +287,10 @@ class ParquetReader:
             if not groups:
                 return
             row = offsets[groups[0]]
-            for batch in parquet.iter_batches(row_groups=groups, columns=[field]):
+            # Arrow threads must not call into fsspec (`open_parquet`); local reads keep them.
+            threads = not is_url(path)
+            batches = parquet.iter_batches(row_groups=groups, columns=[field], use_threads=threads)
+            for batch in batches:
                 for value in batch.column(0).to_pylist():
                     if start <= row < stop:
                         where = f"{path}#{row}"

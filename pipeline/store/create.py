@@ -31,6 +31,7 @@ from pipeline.store.layout import (
     ZARR_DIR,
     unit_name_width,
 )
+from pipeline.store.location import zarr_store
 from pipeline.store.meta import (
     StoreMismatchError,
     fingerprint_differences,
@@ -158,7 +159,7 @@ def create_store(
 ) -> dict[str, Any]:
     """After planning: the empty full-size arrays and the unit folder, then store.json."""
     num_rows, rows_per_unit = plan.num_rows, config.rows_per_unit
-    group = zarr.open_group(root / ZARR_DIR, mode="w", zarr_format=3)
+    group = zarr.open_group(zarr_store(root / ZARR_DIR, read_only=False), mode="w", zarr_format=3)
     group.attrs.update({"format_version": FORMAT_VERSION, "num_rows": num_rows})
     feature_dim = "feature" if len(set(hooks.values())) == 1 else None
     stored = stored_dtype(dtype)
@@ -214,4 +215,4 @@ def consolidate(root: Path) -> None:
     """Consolidate Zarr metadata once, at the end (xarray reads it in one request)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata", category=UserWarning)
-        zarr.consolidate_metadata(root / ZARR_DIR)
+        zarr.consolidate_metadata(zarr_store(root / ZARR_DIR, read_only=False))

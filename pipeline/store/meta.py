@@ -97,11 +97,12 @@ def read_store_json(root: Path) -> dict[str, Any]:
     return meta
 
 
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Write JSON via a hidden temp file, fsync it, rename it into place, fsync the folder.
+def write_json_atomic(path: Path, payload: dict[str, Any], exclusive: bool = False) -> None:
+    """Write JSON via a hidden temp file, fsync it, rename it into place, fsync the folder
+    (on object storage: one whole object; `exclusive` creates it only if absent).
 
     After this returns the file is durable, and no reader ever sees a partial file.
     """
     text = json.dumps(payload, indent=2, sort_keys=True) + "\n"
-    write_atomic(path, [text.encode()], fsync=True)
+    write_atomic(path, [text.encode()], fsync=True, exclusive=exclusive)
     fsync_dir(path.parent)

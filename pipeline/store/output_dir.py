@@ -9,11 +9,11 @@ notes, another job's store or a symlink's target are never deleted.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.store.layout import STORE_JSON, TMP_SUFFIX
+from pipeline.store.location import remove_tree
 
 _SHOWN = 8
 
@@ -74,7 +74,7 @@ def remove_entries(root: Path, names: Iterable[str]) -> None:
     for name in names:
         entry = root / name
         if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+            remove_tree(entry)
         else:
             entry.unlink(missing_ok=True)
 

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.store.layout import tokens_part_file
+from pipeline.store.location import parquet_file
 from pipeline.store.plan import TOKEN_SCHEMA, unit_rows
 
 _OPEN_FILES = 8
@@ -34,7 +35,7 @@ class PlanIndex:
         rows_per_unit: int,
         part_name_width: int,
     ) -> None:
-        self.root = Path(root)
+        self.root = root  # a Path, or a UPath for a store on object storage
         self.num_rows = num_rows
         self.rows_per_unit = rows_per_unit
         self.part_name_width = part_name_width
@@ -95,7 +96,7 @@ class PlanIndex:
             self._files.move_to_end(i)
             return self._files[i]
         path = tokens_part_file(self.root, int(self.part_ids[i]), self.part_name_width)
-        parquet = pq.ParquetFile(path)
+        parquet = parquet_file(path)
         sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
         group_starts = int(self.part_starts[i]) + np.concatenate([[0], np.cumsum(sizes)])
         self._files[i] = (parquet, group_starts.astype(np.int64))

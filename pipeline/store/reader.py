@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import zarr
 
 from pipeline.store.dtypes import to_float32
 from pipeline.store.layout import DOCS_DIR, SUCCESS, TOKENS_DIR, ZARR_DIR
+from pipeline.store.location import read_parquet_folder, store_path, zarr_store
 from pipeline.store.manifest import committed_units, read_record
 from pipeline.store.meta import NotAStoreError, read_store_json
 from pipeline.store.plan import TOKEN_SCHEMA
@@ -73,15 +73,16 @@ class ActivationStore:
         self._width: int = meta["unit_name_width"]
         self.index = PlanIndex.from_store_json(root, meta)
         try:
-            self._group = zarr.open_group(root / ZARR_DIR, mode="r")
+            self._group = zarr.open_group(zarr_store(root / ZARR_DIR), mode="r")
         except FileNotFoundError as e:
             raise NotAStoreError(f"{root} has store.json but no readable {ZARR_DIR}") from e
 
     @classmethod
     def open(cls, path: str | os.PathLike, partial: bool = False) -> ActivationStore:
         """Open a store; `partial=True` allows reading the committed units of an
-        unfinished one (only those: rows of pending units raise instead of reading zeros)."""
-        root = Path(path)
+        unfinished one (only those: rows of pending units raise instead of reading zeros).
+        `path` may be a URL (`s3://bucket/prefix`: pipeline/store/location.py)."""
+        root = store_path(path)
         return cls(root, read_store_json(root), partial)
 
     @property
@@ -151,7 +152,7 @@ class ActivationStore:
     def tokens(self, rows: Rows = None) -> pa.Table:
         """The token table (row, doc_id, window, position, token_id, is_special, token)."""
         if rows is None:
-            table = pads.dataset(self.root / TOKENS_DIR, format="parquet").to_table()
+            table = read_parquet_folder(self.root / TOKENS_DIR)
             return table if _ascending(table) else table.sort_by("row")
         selection = self._normalize_rows(rows)
         if isinstance(selection, slice):
@@ -174,7 +175,7 @@ class ActivationStore:
 
     def docs(self) -> pa.Table:
         """doc_id, source, text, num_tokens of every document read from the corpus."""
-        table = pads.dataset(self.root / DOCS_DIR, format="parquet").to_table()
+        table = read_parquet_folder(self.root / DOCS_DIR)
         return table if _ascending(table, "doc_id") else table.sort_by("doc_id")
 
     def to_pandas(self, hooks: Sequence[str] | None = None, rows: Rows = None) -> pd.DataFrame:

@@ -37,6 +37,7 @@ from pipeline.store.layout import (
     part_record_file,
     record_file,
 )
+from pipeline.store.location import abort_unfinished_uploads, is_url, store_path, zarr_store
 from pipeline.store.manifest import build_record, committed_units
 from pipeline.store.meta import pipeline_version, read_store_json, write_json_atomic
 from pipeline.store.plan import PlanConfig
@@ -75,7 +76,7 @@ class StoreWriter:
         self.dtype: str = store_json["dtype"]
         self._stored = stored_dtype(self.dtype)
         self._width: int = store_json["unit_name_width"]
-        group = zarr.open_group(root / ZARR_DIR, mode="r+")
+        group = zarr.open_group(zarr_store(root / ZARR_DIR, read_only=False), mode="r+")
         self._arrays = {name: group[name] for name in self.hooks}
         self._direct = {name: direct_write_supported(a) for name, a in self._arrays.items()}
         self._pool = ThreadPoolExecutor(
@@ -112,7 +113,7 @@ class StoreWriter:
         Raises StoreMismatchError (a ValueError) naming every differing field, before any
         corpus is read. Not safe for concurrent creation: create once, then `open`.
         """
-        root = Path(path)
+        root = store_path(path)  # a folder, or an s3:// prefix (pipeline/store/location.py)
         fingerprint = build_fingerprint(meta, hooks, dtype, config)
         store_json = begin_store(root, fingerprint, overwrite, command)
         if store_json is None:
@@ -125,7 +126,7 @@ class StoreWriter:
     @classmethod
     def open(cls, path: str | os.PathLike, fsync: bool = True) -> StoreWriter:
         """Open a store the driver created, from a worker: never creates or deletes."""
-        root = Path(path)
+        root = store_path(path)
         return cls(root, read_store_json(root), fsync)
 
     def recheck(self, verify: bool, replan: Callable[[], PlanResult]) -> list[str]:
@@ -262,7 +263,7 @@ class StoreWriter:
                 pipeline_version=pipeline_version(),
             )
             current = record_path
-            write_json_atomic(record_path, record)
+            self._commit(unit, record_path, record)
         except OSError as e:
             raise UnitWriteError(
                 e.errno,
@@ -353,8 +354,32 @@ class StoreWriter:
         else:  # zarr's own (slower) path, should its shard layout ever differ from ours
             array.with_config({"write_empty_chunks": True})[start:stop] = data_RD
 
+    def _commit(self, unit: int, path: Path, record: dict[str, Any]) -> None:
+        """Write the unit's commit record. On object storage it is created only if absent
+        (If-None-Match): when another attempt committed first, its record must name the
+        same bytes (deterministic capture), else the unit is refused as inconsistent."""
+        if not is_url(path):
+            write_json_atomic(path, record)
+            return
+        try:
+            write_json_atomic(path, record, exclusive=True)
+        except FileExistsError:
+            committed = json.loads(path.read_text())
+            ours = {name: entry["sha256"] for name, entry in record["arrays"].items()}
+            theirs = {name: entry["sha256"] for name, entry in committed["arrays"].items()}
+            if ours != theirs:
+                raise ValueError(
+                    f"unit {unit} of {self.root} was committed by another attempt with "
+                    "different bytes: the capture is not deterministic across attempts; "
+                    "verify the store (python -m jobs.inspect) and recompute that unit"
+                ) from None
+
     def _remove_stale_temps(self) -> None:
-        """Temps left by killed attempts (hidden, so no reader ever saw them)."""
+        """Temps left by killed attempts (hidden, so no reader ever saw them); on object
+        storage, the multipart uploads they left unfinished."""
+        if is_url(self.root):
+            abort_unfinished_uploads(self.root)
+            return
         for path in self.root.rglob(f".*{TMP_SUFFIX}"):
             path.unlink(missing_ok=True)
         for path in (self.root / ZARR_DIR).rglob("*.partial"):
