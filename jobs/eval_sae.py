@@ -49,12 +49,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def eval_job(args: argparse.Namespace) -> int:
-    from pipeline.store.location import local_output, resolve
+    from pipeline.store.location import resolve
 
-    if args.out is not None:
-        local_output(args.out, "--out")
     store, sae = resolve(args.store), str(Path(args.sae).expanduser().resolve())
-    out = Path(args.out or Path(sae).parent / f"eval-{args.hook}").expanduser().resolve()
+    out = resolve(args.out or Path(sae).parent / f"eval-{args.hook}")  # s3:// as given
     if args.batch_size < 1 or (args.max_units is not None and args.max_units < 0):
         raise ValueError(
             f"--batch-size must be >= 1 and --max-units >= 0, got {args.batch_size}, "

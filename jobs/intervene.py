@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from jobs.cli import add_debug_flag, run_job
 
@@ -69,7 +68,7 @@ def intervene_job(args: argparse.Namespace) -> int:
         from pipeline.distributed.interventions import run_interventions_on_ray
 
         result = run_interventions_on_ray(spec, progress=not args.quiet, verify=args.verify)
-    out = Path(result.out)
+    out = result.out  # a folder, or an s3:// prefix
     print(result.summary.to_string(index=False))
     damaged = (
         f" ({result.units_damaged} failed their check and were redone)"

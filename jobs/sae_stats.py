@@ -59,11 +59,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def stats_job(args: argparse.Namespace) -> int:
-    from pipeline.store.location import local_output, resolve
+    from pipeline.store.location import is_url, resolve
 
-    local_output(args.out, "--out")
-    store = resolve(args.store)  # a local folder made absolute, or an s3:// URL as given
-    sae, out = (str(Path(p).expanduser().resolve()) for p in (args.sae, args.out))
+    # Local folders made absolute; s3:// URLs as given.
+    store, sae, out = (
+        resolve(args.store),
+        str(Path(args.sae).expanduser().resolve()),
+        resolve(args.out),
+    )
     for flag, value, least in (("--top-k", args.top_k, 1), ("--samples", args.samples, 1),
                                ("--context", args.context, 0)):  # fmt: skip
         if value < least:
@@ -113,7 +116,10 @@ def stats_job(args: argparse.Namespace) -> int:
     print(f"{stats.num_tokens} tokens, {alive}/{stats.num_latents} latents fired")
     written = [name for name in STATS_OUTPUTS if (folder / name).exists()]
     print(f"written to {folder}: {', '.join(written)}")
-    print(f"see them: python -m jobs.report {folder}")
+    if is_url(folder):
+        print("see them: copy the folder down, then python -m jobs.report FOLDER")
+    else:
+        print(f"see them: python -m jobs.report {folder}")
     return 0
 
 

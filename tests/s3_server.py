@@ -8,6 +8,8 @@ find theirs, so the tests exercise the same credential path.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import socket
 import subprocess
@@ -74,3 +76,30 @@ class S3Server:
                 self.process.wait(10)
             except subprocess.TimeoutExpired:
                 self.process.kill()
+
+
+@contextlib.contextmanager
+def serving(bucket: str, **extra_env: str):
+    """A server with `bucket` made and this process's AWS_* variables pointing at it (and
+    `extra_env`), restored on exit: yields (server, an s3fs filesystem)."""
+    import pytest
+    import s3fs
+
+    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
+        for key, value in {**server.env, **extra_env}.items():
+            patch.setenv(key, value)
+        fs = s3fs.S3FileSystem(skip_instance_cache=True)
+        fs.mkdir(bucket)
+        yield server, fs
+
+
+def run_module(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """`python -m module *args` from the repository root with `env` added; its output."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=Path(__file__).resolve().parents[1],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )

@@ -95,7 +95,7 @@ def _effects_problem(
         return f"effects file {expected} is {size} bytes, its record says {recorded}"
     if verify and effects.get("sha256") is not None:
         digest = hashlib.sha256()
-        with open(file, "rb") as f:
+        with file.open("rb") as f:
             while chunk := f.read(1 << 20):
                 digest.update(chunk)
         if digest.hexdigest() != effects["sha256"]:

@@ -26,7 +26,7 @@ from pipeline.interventions.spec import (
     step_label,
     tracker_label,
 )
-from pipeline.store.location import local_output, resolve
+from pipeline.store.location import resolve
 
 _TOP_KEYS = [f.name for f in dataclasses.fields(InterventionSpec) if f.name != "files"]
 _STEP_KEYS = {"name", "layer", "positions", "concepts", "splice", "coefficient", *OPERATIONS}
@@ -67,7 +67,6 @@ def spec_from_dict(values: dict[str, Any]) -> InterventionSpec:
     _check_unique([tracker_label(i, t.name) for i, t in enumerate(track)], [t.name for t in track])
     values["store"] = _path("", "store", values["store"])
     values["out"] = _path("", "out", values["out"])
-    local_output(values["out"], "out:")
     spec = InterventionSpec(
         steps=steps, track=track, measure=_measure(values.pop("measure", None)), **values
     )

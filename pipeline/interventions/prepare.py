@@ -49,6 +49,7 @@ from pipeline.model import LanguageModel, default_model_path
 from pipeline.model.remote import local_model_folder
 from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import STORE_JSON, SUCCESS, UNITS_DIR
+from pipeline.store.location import abort_unfinished_uploads, is_url, store_path
 from pipeline.store.manifest import committed_units
 from pipeline.store.meta import (
     StoreMismatchError,
@@ -108,7 +109,7 @@ def prepare_run(spec: InterventionSpec, verify: bool = False) -> PreparedRun:
     only then is the folder claimed (with `overwrite`, this job's old entries removed),
     and the committed units checked (`verify` or `spec.verify`: sha256 too).
     """
-    out = Path(spec.out)
+    out = store_path(spec.out)  # a folder, or an s3:// prefix
     check_output_folder(out)
     store = ActivationStore.open(spec.store)
     store.data_units()  # an unfinished store: UnfinishedStoreError with the command to finish it
@@ -224,6 +225,8 @@ def check_output_folder(out: Path) -> None:
                 "nothing was written or deleted. Choose a folder outside the store"
             )
     claim_output_dir(out, OWNED_ENTRIES, JOB, overwrite=False)  # only checks
+    if is_url(out):
+        return  # object storage: no folder permissions to check; credentials fail loudly
     nearest = next(p for p in (out, *out.parents) if p.exists())
     if nearest != out and not (nearest.is_dir() and os.access(nearest, os.W_OK | os.X_OK)):
         raise OutputFolderError(
@@ -285,7 +288,11 @@ def _read_fingerprint(spec_path: Path) -> dict[str, Any]:
 
 
 def _remove_temps(out: Path) -> None:
-    """Hidden temps (`.NAME.<id>.tmp`) this job left in its own folders when killed."""
+    """Hidden temps (`.NAME.<id>.tmp`) this job left in its own folders when killed (on
+    object storage: the multipart uploads it left unfinished)."""
+    if is_url(out):
+        abort_unfinished_uploads(out)
+        return
     for folder in (out, out / EFFECTS_DIR, out / UNITS_DIR):
         for entry in folder.iterdir():
             if is_temp_name(entry.name) and entry.is_file():

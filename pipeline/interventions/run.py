@@ -25,6 +25,7 @@ from pipeline.interventions.prepare import (
 from pipeline.interventions.spec import InterventionSpec
 from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import SUCCESS, record_file
+from pipeline.store.location import store_path
 from pipeline.store.meta import write_json_atomic
 
 
@@ -58,7 +59,7 @@ def run_interventions(
 
 def finish_run(run: PreparedRun) -> InterventionResult:
     """Merge the units' sums into `summary.json` / `summary.parquet` and mark `_SUCCESS`."""
-    out = Path(run.out)
+    out = store_path(run.out)
     records = [
         json.loads(record_file(out, unit, run.unit_name_width).read_text()) for unit in run.units
     ]

@@ -9,16 +9,17 @@ import pandas as pd
 
 from pipeline.interventions.prepare import SPEC_JSON, SUMMARY_JSON, SUMMARY_PARQUET
 from pipeline.store.layout import SUCCESS
+from pipeline.store.location import store_path
 from pipeline.store.manifest import committed_units
 
 
 def is_intervention_output(path: str | Path) -> bool:
-    return (Path(path) / SPEC_JSON).is_file()
+    return (store_path(path) / SPEC_JSON).is_file()
 
 
 def describe_interventions(path: str | Path) -> tuple[str, bool]:
     """(text, finished): the steps, progress, per-stage means and how to open the effects."""
-    out = Path(path)
+    out = store_path(path)
     fingerprint = json.loads((out / SPEC_JSON).read_text())["fingerprint"]
     steps = ", ".join(
         f"{s['name']} ({s['operation']} at {s['layer']})" for s in fingerprint["steps"]
@@ -38,6 +39,6 @@ def describe_interventions(path: str | Path) -> tuple[str, bool]:
         f"{summary['replay_max_abs_error']}"
     )
     lines.append("")
-    lines.append(pd.read_parquet(out / SUMMARY_PARQUET).to_string(index=False))
+    lines.append(pd.read_parquet(str(out / SUMMARY_PARQUET)).to_string(index=False))
     lines += ["", "open the per-token effects with:", f"  pandas.read_parquet('{out}/effects')"]
     return "\n".join(lines), True

@@ -22,14 +22,13 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load
 
 from pipeline import faults
 from pipeline.hooks import Detector
@@ -40,6 +39,7 @@ from pipeline.interventions.steps import build_controllers, load_trackers
 from pipeline.model import LanguageModel
 from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import record_file
+from pipeline.store.location import store_path
 from pipeline.store.meta import write_json_atomic
 from pipeline.store.reader import ActivationStore
 
@@ -136,8 +136,8 @@ class InterventionWorker:
         self.lm = LanguageModel.from_pretrained(
             run.model_path, device=self.spec.device, dtype=run.model_dtype
         )
-        means_path = Path(run.out) / MEANS_FILE
-        means = load_file(str(means_path)) if means_path.exists() else {}
+        means_path = store_path(run.out) / MEANS_FILE
+        means = load(means_path.read_bytes()) if means_path.exists() else {}  # no pickle
         self.controllers = build_controllers(self.spec.steps, self.lm, means)
         self.trackers = load_trackers(self.spec.track, self.lm)
         watched = dict.fromkeys([*run.measure, *(t.layer for t in self.spec.track)])
@@ -285,7 +285,7 @@ class InterventionWorker:
     def _commit(self, unit, table, sums, replay, attempt, timing) -> dict:
         """Effects file first (atomic), then the commit record: the record means "done"."""
         began = time.perf_counter()
-        out = Path(self.run.out)
+        out = store_path(self.run.out)
         width = self.run.unit_name_width
         data = None
         if table is not None:

@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from pipeline.sae import Sae
+from pipeline.store.location import store_path, write_frame
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
@@ -182,7 +183,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 def claim_eval_output(out: str | Path, overwrite: bool = False) -> Path:
     """Check `out` may receive eval.json and latents.parquet, before anything is computed."""
-    out = Path(out)
+    out = store_path(out)  # a folder, or an s3:// prefix
     if claim_output_dir(out, EVAL_OUTPUTS, "eval_sae", overwrite):
         raise OutputFolderError(
             f"eval_sae: {out} already holds an evaluation; pass --overwrite (overwrite=True) "
@@ -198,6 +199,6 @@ def write_eval(
     out = claim_eval_output(out, overwrite)
     out.mkdir(parents=True, exist_ok=True)
     document = {**provenance, **sums.metrics()}
-    sums.latents_frame().to_parquet(out / "latents.parquet", index=False)
+    write_frame(sums.latents_frame(), out / "latents.parquet")
     (out / "eval.json").write_text(json.dumps(document, indent=2) + "\n")
     return document

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from pipeline.model import LanguageModel
@@ -28,7 +27,7 @@ from pipeline.stats.eval import DENSE_FREQUENCY
 from pipeline.stats.features import ACTIVATION_BIN_EDGES, FeatureStats
 from pipeline.stats.logit_effects import output_token_effects
 from pipeline.stats.provenance import checked_model_path, trained_on
-from pipeline.store.location import is_url
+from pipeline.store.location import is_url, parquet_writer, store_path, write_frame
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
@@ -178,7 +177,7 @@ def claim_stats_output(out: str | Path, overwrite: bool = False) -> Path:
     Refuses a file, an activation store, a folder holding anything but our tables,
     and, unless `overwrite`, earlier tables (which `overwrite` then removes).
     """
-    out = Path(out)
+    out = store_path(out)  # a folder, or an s3:// prefix
     if claim_output_dir(out, STATS_OUTPUTS, "sae_stats", overwrite):
         raise OutputFolderError(
             f"sae_stats: {out} already holds feature tables; pass --overwrite (overwrite=True) "
@@ -220,7 +219,7 @@ def write_feature_tables(
     store = ActivationStore.open(store_path, partial=True)
     model = open_sae(sae)
     check_widths(store, hook, model)
-    stats.features_frame().to_parquet(out / "features.parquet", index=False)
+    write_frame(stats.features_frame(), out / "features.parquet")
     renderer = renderer_for_store(store)
     candidates = pd.concat(
         [
@@ -230,7 +229,7 @@ def write_feature_tables(
         ignore_index=True,
     )
     # A block of latents at a time: memory holds one block's contexts, however wide the SAE.
-    with pq.ParquetWriter(out / "examples.parquet", EXAMPLE_SCHEMA) as writer:
+    with parquet_writer(out / "examples.parquet", EXAMPLE_SCHEMA) as writer:
         for lo in range(0, stats.num_latents, CONTEXT_BLOCK):
             block = candidates[candidates.latent.between(lo, lo + CONTEXT_BLOCK - 1)]
             if block.empty:  # no latent of the block ever fired
@@ -289,5 +288,5 @@ def write_logit_table(store: ActivationStore, sae: Sae, path: Path, top: int) ->
     table, how = output_token_effects(sae, lm, top)
     if table is None:
         return f"not computed: {how}"
-    table.to_parquet(path, index=False)
+    write_frame(table, path)
     return how

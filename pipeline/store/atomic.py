@@ -32,11 +32,7 @@ def write_atomic(path: Path, chunks: Iterable, fsync: bool = True, exclusive: bo
     counted = faults.metered(path)  # tests only: a kill at a chosen byte (pipeline/faults.py)
     try:
         with open(tmp, "wb") as f:
-            for chunk in chunks:
-                if counted:
-                    faults.write_counted(f, chunk, path)
-                else:
-                    f.write(chunk)
+            _write_chunks(f, chunks, path, counted)
             if fsync:
                 f.flush()
                 os.fsync(f.fileno())
@@ -55,13 +51,17 @@ def write_atomic(path: Path, chunks: Iterable, fsync: bool = True, exclusive: bo
 def _put_object(path: Path, chunks: Iterable, exclusive: bool) -> None:
     counted = faults.metered(path)
     with path.open("xb" if exclusive else "wb") as f:
-        for chunk in chunks:
-            if counted:
-                faults.write_counted(f, chunk, path)
-            else:
-                f.write(chunk)
+        _write_chunks(f, chunks, path, counted)
         if counted:
             faults.before_rename(path)  # the upload completes as the file closes
+
+
+def _write_chunks(f, chunks: Iterable, path: Path, counted: bool) -> None:
+    for chunk in chunks:
+        if counted:
+            faults.write_counted(f, chunk, path)
+        else:
+            f.write(chunk)
 
 
 def fsync_dir(path: Path) -> None:

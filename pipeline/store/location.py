@@ -19,6 +19,7 @@ exit ("terminate called without an active exception"; pyarrow 24 with s3fs 2026.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -111,3 +112,23 @@ def abort_unfinished_uploads(root: Path) -> int:
             "abort_multipart_upload", Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
         )
     return len(uploads)
+
+
+def write_frame(frame, path: Path) -> None:
+    """`frame.to_parquet(path)`, locally or as one object (written whole on close)."""
+    if not is_url(path):
+        frame.to_parquet(path, index=False)
+        return
+    with path.open("wb") as handle:
+        frame.to_parquet(handle, index=False)
+
+
+@contextlib.contextmanager
+def parquet_writer(path: Path, schema: pa.Schema):
+    """A `pq.ParquetWriter` for a local file, or for one object written whole on close."""
+    if not is_url(path):
+        with pq.ParquetWriter(path, schema) as writer:
+            yield writer
+        return
+    with path.open("wb") as handle, pq.ParquetWriter(handle, schema) as writer:
+        yield writer

@@ -6,9 +6,6 @@ secret is ever written or shown."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +14,7 @@ from pipeline.capture import capture
 from pipeline.store import ActivationStore, StoreMismatchError
 from pipeline.store.location import abort_unfinished_uploads, store_path
 from tests.helpers import capture_config
-from tests.s3_server import SECRET, S3Server
+from tests.s3_server import SECRET, run_module, serving
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "captures"
@@ -28,13 +25,7 @@ DATA_PREFIXES = ("activations.zarr/layer_", "tokens/", "docs/")
 
 @pytest.fixture(scope="module")
 def s3():
-    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
-        for key, value in server.env.items():
-            patch.setenv(key, value)
-        import s3fs
-
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    with serving(BUCKET) as (server, fs):
         yield server, fs
 
 
@@ -86,14 +77,7 @@ def run_capture(model: Path, out: str, env: dict[str, str], *extra: str):
     args = ["--set", f"model={model}", "--set", "hooks=[layer_1, layer_2]"]
     args += ["--set", "dtype=float32", "--set", "context_length=64", "--set", "rows_per_unit=512"]
     args += ["--set", "max_tokens=3000", "--set", "batch_size=4", "--set", "torch_threads=1"]
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.capture", *args, "--out", out, "--quiet", *extra],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("jobs.capture", *args, "--out", out, "--quiet", *extra, env=env)
 
 
 def test_a_capture_killed_mid_run_then_rerun_gives_the_same_bytes(

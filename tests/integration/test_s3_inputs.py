@@ -10,7 +10,6 @@ import gzip
 import json
 import os
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from pipeline.store import ActivationStore
 from pipeline.store.corpus import Corpus, CorpusConfig
 from pipeline.store.corpus_readers import REMOTE_BLOCK
 from tests.helpers import capture_config, pydoc_texts, write_pydoc_jsonl
-from tests.s3_server import SECRET, S3Server
+from tests.s3_server import SECRET, run_module, serving
 
 REPO = Path(__file__).resolve().parents[2]
 BUCKET = "inputs"
@@ -35,14 +34,8 @@ BUCKET = "inputs"
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
-        for key, value in server.env.items():
-            patch.setenv(key, value)
-        patch.setenv(CACHE_ENV, str(tmp_path_factory.mktemp("model-cache")))
-        import s3fs
-
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+    cache = str(tmp_path_factory.mktemp("model-cache"))
+    with serving(BUCKET, **{CACHE_ENV: cache}) as (server, fs):
         yield server, fs
 
 
@@ -252,14 +245,7 @@ def test_local_model_paths_are_returned_unchanged(tiny_gpt2_path):
 
 
 def run_capture_job(config_file: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "jobs.capture", "--config", str(config_file), "--no-ray"],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    return run_module("jobs.capture", "--config", str(config_file), "--no-ray", env=env)
 
 
 def test_a_capture_job_from_s3_inputs_never_shows_the_secret(s3, model_url, tmp_path):

@@ -5,8 +5,6 @@ pandas / pyarrow / zarr exactly as the same store on disk, and no secret is ever
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +15,10 @@ import torch
 from pipeline import TopKSae
 from pipeline.capture import capture
 from pipeline.store import ActivationStore, StoreVerificationError
+from pipeline.store.location import store_path
 from pipeline.store.reader import UnfinishedStoreError
 from tests.helpers import capture_config
-from tests.s3_server import SECRET, S3Server
+from tests.s3_server import SECRET, run_module, serving
 
 REPO = Path(__file__).resolve().parents[2]
 HOOK = "layer_2"
@@ -27,14 +26,8 @@ BUCKET = "activations"
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    with S3Server() as server, pytest.MonkeyPatch.context() as patch:
-        for key, value in server.env.items():
-            patch.setenv(key, value)
-        import s3fs
-
-        fs = s3fs.S3FileSystem(skip_instance_cache=True)
-        fs.mkdir(BUCKET)
+def s3():
+    with serving(BUCKET) as (server, fs):
         yield server, fs
 
 
@@ -112,34 +105,22 @@ def test_pandas_pyarrow_and_zarr_read_it_without_the_package(s3, stores):
     assert len(pd.read_parquet(f"{url}/tokens", storage_options=options)) == here.num_rows
 
 
-def run_job(module: str, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    import os
-
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO,
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
 def test_jobs_read_a_store_on_s3_and_never_show_the_secret(s3, stores, tmp_path):
     server, _ = s3
     local, url = stores
     torch.manual_seed(0)
     TopKSae(n_latents=32, n_inputs=64, k=4).save(tmp_path / "sae")
     outputs = []
+    stats_out = {"disk": str(tmp_path / "stats-disk"), "s3": f"s3://{BUCKET}/stats"}
     for where, store in (("disk", str(local)), ("s3", url)):
-        inspect = run_job("jobs.inspect", store, env=server.env)
+        inspect = run_module("jobs.inspect", store, env=server.env)
         assert inspect.returncode == 0, inspect.stderr
-        stats = run_job(
+        stats = run_module(
             "jobs.sae_stats", "--store", store, "--hook", HOOK, "--sae", str(tmp_path / "sae"),
-            "--out", str(tmp_path / f"stats-{where}"), "--no-ray", env=server.env,
+            "--out", stats_out[where], "--no-ray", env=server.env,
         )  # fmt: skip
         assert stats.returncode == 0, stats.stderr
-        train = run_job(
+        train = run_module(
             "jobs.train_sae", "--store", store, "--hook", HOOK, "--n-latents", "16", "--k", "2",
             "--steps", "3", "--batch-size", "64", "--out", str(tmp_path / f"sae-{where}"),
             env=server.env,
@@ -147,32 +128,30 @@ def test_jobs_read_a_store_on_s3_and_never_show_the_secret(s3, stores, tmp_path)
         assert train.returncode == 0, train.stderr
         outputs += [inspect.stdout + inspect.stderr, stats.stdout + stats.stderr]
         outputs.append(train.stdout + train.stderr)
-    for name in ("features.parquet", "examples.parquet"):
+    for name in ("features.parquet", "examples.parquet", "logits.parquet"):
         here = pd.read_parquet(tmp_path / "stats-disk" / name)
-        there = pd.read_parquet(tmp_path / "stats-s3" / name)
+        there = pd.read_parquet(f"{stats_out['s3']}/{name}")  # the output, on the bucket
         pd.testing.assert_frame_equal(here, there)
     trained = json.loads((tmp_path / "sae-s3" / "sae" / "cfg.json").read_text())
     assert trained["metadata"]["store"] == url
     written = [p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()]
+    _, fs = s3
+    fs.invalidate_cache()
+    written += [fs.cat(name) for name in fs.find(f"{BUCKET}/stats")]
     assert not any(SECRET.encode() in blob for blob in written)
     assert not any(SECRET in text for text in outputs)
 
 
-def test_stage_two_outputs_on_object_storage_are_refused_in_one_line_for_now(
+def test_training_output_on_object_storage_is_refused_in_one_line_for_now(
     s3, stores, tmp_path, capsys
 ):
-    from jobs.sae_stats import main as stats_main
     from jobs.train_sae import main as train_main
 
     _, url = stores
-    TopKSae(n_latents=8, n_inputs=64, k=2).save(tmp_path / "sae")
-    args = ["--store", url, "--hook", HOOK, "--sae", str(tmp_path / "sae")]
-    assert stats_main([*args, "--out", f"s3://{BUCKET}/stats"]) == 2
-    error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "is on object storage, where this job cannot write yet" in error[0]
     train = ["--store", url, "--hook", HOOK, "--n-latents", "8", "--k", "2", "--steps", "1"]
     assert train_main([*train, "--out", f"s3://{BUCKET}/sae"]) == 2
-    assert "cannot write yet" in capsys.readouterr().err
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "is on object storage, where this job cannot write yet" in error[0]
 
 
 def test_intervene_and_eval_sae_replay_a_store_on_s3_like_the_store_on_disk(s3, stores, tmp_path):
@@ -183,20 +162,25 @@ def test_intervene_and_eval_sae_replay_a_store_on_s3_like_the_store_on_disk(s3, 
     effects, metrics = {}, {}
     for where, store in (("disk", str(local)), ("s3", url)):
         spec = tmp_path / f"spec-{where}.yaml"
+        run_out = str(tmp_path / "run-disk") if where == "disk" else f"s3://{BUCKET}/run"
         spec.write_text(
-            f"store: {store}\nout: {tmp_path / f'run-{where}'}\nmax_units: 2\n"
+            f"store: {store}\nout: {run_out}\nmax_units: 2\n"
             "steps:\n  - {name: half, layer: layer_2, scale: 0.5}\n"
         )
-        run = run_job("jobs.intervene", "--spec", str(spec), "--no-ray", "--quiet", env=server.env)
+        run = run_module(
+            "jobs.intervene", "--spec", str(spec), "--no-ray", "--quiet", env=server.env
+        )
         assert run.returncode == 0, run.stderr
-        effects[where] = pd.read_parquet(tmp_path / f"run-{where}" / "effects")
-        evaluated = run_job(
+        effects[where] = pd.read_parquet(f"{run_out}/effects")
+        inspect = run_module("jobs.inspect", run_out, env=server.env)
+        assert inspect.returncode == 0 and "2 units" in inspect.stdout, inspect.stdout
+        out = str(tmp_path / "eval-disk") if where == "disk" else f"s3://{BUCKET}/eval"
+        evaluated = run_module(
             "jobs.eval_sae", "--store", store, "--hook", HOOK, "--sae", str(tmp_path / "sae"),
-            "--out", str(tmp_path / f"eval-{where}"), "--max-units", "1", "--no-ray", "--quiet",
-            env=server.env,
+            "--out", out, "--max-units", "1", "--no-ray", "--quiet", env=server.env,
         )  # fmt: skip
         assert evaluated.returncode == 0, evaluated.stderr
-        metrics[where] = json.loads((tmp_path / f"eval-{where}" / "eval.json").read_text())
+        metrics[where] = json.loads((store_path(out) / "eval.json").read_text())
         assert SECRET not in run.stdout + run.stderr + evaluated.stdout + evaluated.stderr
     pd.testing.assert_frame_equal(effects["disk"], effects["s3"])
     assert metrics["s3"]["store"] == url
