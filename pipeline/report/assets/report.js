@@ -82,6 +82,11 @@ function seriesChart(id, series, title, xTitle, yTitle, extra) {
         legend_label: label });
     }
   });
+  // The legend may sit on the data: see through it, and click a series to hide it.
+  const legend = made.figure.legend;
+  legend.background_fill_alpha = 0.5;
+  legend.border_line_alpha = 0.3;
+  legend.click_policy = "hide";
   showFigure(made);
 }
 
