@@ -22,6 +22,28 @@ USER_ERROR_EXIT = 2
 _OURS = tuple(str(Path(__file__).resolve().parents[1] / name) for name in ("pipeline", "jobs"))
 
 
+def add_store_sae_args(parser: argparse.ArgumentParser) -> None:
+    """--store, --hook, --sae: what every SAE job over a store reads."""
+    parser.add_argument("--store", required=True, help="activation store folder or s3:// URL")
+    parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
+    parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
+
+
+def add_stage_two_flags(parser: argparse.ArgumentParser) -> None:
+    """--no-ray, --quiet, --overwrite, --partial, --debug: how a stage-2 job runs."""
+    parser.add_argument("--no-ray", action="store_true", help="compute in this process")
+    parser.add_argument("--quiet", action="store_true", help="no progress output")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the files of an earlier run in --out"
+    )
+    parser.add_argument(
+        "--partial",
+        action="store_true",
+        help="use only the committed units of an unfinished store (refused otherwise)",
+    )
+    add_debug_flag(parser)
+
+
 def add_debug_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
 

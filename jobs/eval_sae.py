@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.cli import add_debug_flag, run_here, run_job
+from jobs.cli import add_stage_two_flags, add_store_sae_args, run_here, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,26 +24,14 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--store", required=True, help="activation store directory")
-    parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
-    parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
+    add_store_sae_args(parser)
     parser.add_argument("--out", help="output folder (default: eval-<hook> next to the SAE)")
     parser.add_argument(
         "--max-units", type=int, default=None, help="replay the windows of this many units"
     )
     parser.add_argument("--batch-size", type=int, default=8, help="windows per forward pass")
     parser.add_argument("--device", default="cpu", help="device of the replay with --no-ray")
-    parser.add_argument("--no-ray", action="store_true", help="compute in this process")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the files of an earlier run in --out"
-    )
-    parser.add_argument(
-        "--partial",
-        action="store_true",
-        help="use only the committed units of an unfinished store (refused otherwise)",
-    )
-    add_debug_flag(parser)
+    add_stage_two_flags(parser)
     args = parser.parse_args(argv)
     return run_job(lambda: eval_job(args), debug=args.debug)
 

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from jobs.cli import add_debug_flag, run_here, run_job
+from jobs.cli import add_stage_two_flags, add_store_sae_args, run_here, run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,10 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--store", required=True, help="activation store directory")
-    parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
-    parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
-    parser.add_argument("--out", required=True, help="output folder for the two Parquet tables")
+    add_store_sae_args(parser)
+    parser.add_argument("--out", required=True, help="output folder (or s3:// URL) for the tables")
     parser.add_argument("--top-k", type=int, default=10, help="examples kept per latent")
     parser.add_argument(
         "--samples",
@@ -38,22 +36,12 @@ def main(argv: list[str] | None = None) -> int:
         help="firings sampled uniformly per latent (the dashboard's lower quantiles)",
     )
     parser.add_argument("--context", type=int, default=8, help="tokens of context on each side")
-    parser.add_argument("--no-ray", action="store_true", help="compute in this process")
-    parser.add_argument("--quiet", action="store_true", help="no progress output")
     parser.add_argument(
         "--keep-duplicates",
         action="store_true",
         help="list examples whose context text repeats a stronger one (dropped by default)",
     )
-    parser.add_argument(
-        "--overwrite", action="store_true", help="replace the tables of an earlier run in --out"
-    )
-    parser.add_argument(
-        "--partial",
-        action="store_true",
-        help="use only the committed units of an unfinished store (refused otherwise)",
-    )
-    add_debug_flag(parser)
+    add_stage_two_flags(parser)
     args = parser.parse_args(argv)
     return run_job(lambda: stats_job(args), debug=args.debug)
 
