@@ -117,9 +117,15 @@ def external_ipv4_addresses() -> list[str]:
 
 def test_every_socket_of_the_head_listens_on_loopback_only(head):
     cluster_dir, _, _ = head
-    sockets = listening_sockets(cluster_processes(cluster_dir))
-    ports = {port for _, port in sockets}
-    assert {GCS_PORT, DASHBOARD_PORT, AGENT_PORT, CLIENT_PORT} <= ports, sorted(sockets)
+    expected = {GCS_PORT, DASHBOARD_PORT, AGENT_PORT, CLIENT_PORT}
+    deadline = time.monotonic() + 60  # the client server starts after `ray start` returns
+    while True:
+        sockets = listening_sockets(cluster_processes(cluster_dir))
+        ports = {port for _, port in sockets}
+        if expected <= ports or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert expected <= ports, sorted(sockets)
     exposed = sorted(s for s in sockets if not is_loopback(s[0]))
     assert not exposed, f"listening beyond loopback: {exposed}"
     for ip in external_ipv4_addresses():  # what the remote `ray://` client reached before
