@@ -26,7 +26,9 @@ def add_store_sae_args(parser: argparse.ArgumentParser) -> None:
     """--store, --hook, --sae: what every SAE job over a store reads."""
     parser.add_argument("--store", required=True, help="activation store folder or s3:// URL")
     parser.add_argument("--hook", required=True, help="hook (layer) name in the store")
-    parser.add_argument("--sae", required=True, help="SAE folder (ours or SAELens-style)")
+    parser.add_argument(
+        "--sae", required=True, help="SAE folder or s3:// prefix (ours or SAELens-style)"
+    )
 
 
 def add_stage_two_flags(parser: argparse.ArgumentParser) -> None:

@@ -39,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
 def eval_job(args: argparse.Namespace) -> int:
     from pipeline.store.location import resolve
 
-    store, sae = resolve(args.store), str(Path(args.sae).expanduser().resolve())
+    store, sae = resolve(args.store), resolve(args.sae)
     out = resolve(args.out or Path(sae).parent / f"eval-{args.hook}")  # s3:// as given
     if args.batch_size < 1 or (args.max_units is not None and args.max_units < 0):
         raise ValueError(

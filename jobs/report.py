@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from jobs.cli import add_debug_flag, run_job
 
@@ -27,9 +26,11 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("source", help="a sae_stats output, an intervention output, or a store")
+    parser.add_argument(
+        "source", help="a sae_stats output, an intervention output, or a store (folder or s3://)"
+    )
     parser.add_argument("--eval", help="a jobs.eval_sae output to add to a feature report")
-    parser.add_argument("--out", help="the site folder (default: SOURCE-report)")
+    parser.add_argument("--out", help="the site folder or s3:// prefix (default: SOURCE-report)")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report")
     parser.add_argument(
         "--partial",
@@ -43,22 +44,21 @@ def main(argv: list[str] | None = None) -> int:
 
 def report_job(args: argparse.Namespace) -> int:
     from pipeline.report import write_report
-    from pipeline.store.location import is_url, local_output
+    from pipeline.store.location import is_url, resolve
 
-    if is_url(args.source):
-        raise ValueError(
-            f"the report reads a local folder; {args.source} is on object storage: copy it "
-            "down first (for a store, the norms need only a few units: `jobs.report` of a "
-            "store on s3:// is not supported yet)"
-        )
-    if args.out:
-        local_output(args.out, "--out")
-    source = Path(args.source).expanduser().resolve()
-    site = Path(args.out or f"{source}-report").expanduser().resolve()
+    source = resolve(args.source)  # a local folder, or a prefix on s3://
+    site = resolve(args.out or f"{source}-report")
+    eval_dir = resolve(args.eval) if args.eval else None
     started = time.perf_counter()
-    kind, index = write_report(source, site, args.eval, args.overwrite, args.partial)
+    kind, index = write_report(source, site, eval_dir, args.overwrite, args.partial)
     seconds = time.perf_counter() - started
-    print(f"{kind} report written in {seconds:.1f} s; open it in a browser: {index.as_uri()}")
+    if is_url(index):
+        print(
+            f"{kind} report written in {seconds:.1f} s to {index}; copy it down to open it "
+            f"(aws s3 cp --recursive {site} DIR) or serve the prefix as a static website"
+        )
+    else:
+        print(f"{kind} report written in {seconds:.1f} s; open it in a browser: {index.as_uri()}")
     return 0
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from jobs.cli import add_stage_two_flags, add_store_sae_args, run_here, run_job
 
@@ -52,7 +51,7 @@ def stats_job(args: argparse.Namespace) -> int:
     # Local folders made absolute; s3:// URLs as given.
     store, sae, out = (
         resolve(args.store),
-        str(Path(args.sae).expanduser().resolve()),
+        resolve(args.sae),
         resolve(args.out),
     )
     for flag, value, least in (("--top-k", args.top_k, 1), ("--samples", args.samples, 1),

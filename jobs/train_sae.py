@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from jobs.cli import add_debug_flag, run_job
 
@@ -91,8 +90,12 @@ def parse_args(argv: list[str] | None):
     )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--out", default="runs/sae", help="output directory (default runs/sae)")
-    parser.add_argument("--resume", default=None, help="checkpoint folder to continue from")
+    parser.add_argument(
+        "--out", default="runs/sae", help="output folder or s3:// prefix (default runs/sae)"
+    )
+    parser.add_argument(
+        "--resume", default=None, help="checkpoint folder (or s3:// prefix) to continue from"
+    )
     parser.add_argument(
         "--normalize-activations",
         action="store_true",
@@ -140,10 +143,9 @@ def train_job(args: argparse.Namespace) -> int:
         seed=args.seed,
         normalize_activations=args.normalize_activations,
     )
-    from pipeline.store.location import local_output
+    from pipeline.store.location import resolve
 
-    local_output(args.out, "--out")
-    out = Path(args.out).expanduser().resolve()
+    out = resolve(args.out)  # a local folder, or a prefix on s3://
     trainer = train_sae_from_store(
         args.store,
         args.hook,
@@ -156,7 +158,7 @@ def train_job(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         eval_units=args.eval_units,
     )
-    print(f"trained to step {trainer.step}; SAE saved to {out / 'sae'}")
+    print(f"trained to step {trainer.step}; SAE saved to {out}/sae")
     return 0
 
 

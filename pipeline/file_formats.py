@@ -15,12 +15,15 @@ from pathlib import Path
 from typing import Any
 
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load, load_file
+
+from pipeline.store.location import is_url, store_path
 
 
 def read_json(path: str | Path, what: str = "JSON file") -> Any:
-    """The parsed JSON at `path`; ValueError naming the file when it is not valid JSON."""
-    path = Path(path)
+    """The parsed JSON at `path` (a local file or an s3:// object); ValueError naming the
+    file when it is not valid JSON."""
+    path = store_path(path)
     try:
         return json.loads(path.read_text())
     except json.JSONDecodeError as e:
@@ -33,11 +36,16 @@ def read_json(path: str | Path, what: str = "JSON file") -> Any:
 
 
 def read_safetensors(path: str | Path, device: str = "cpu", what: str = "weights file") -> dict:
-    """The tensors in the safetensors file at `path`; ValueError naming the file if corrupt."""
-    path = Path(path)
+    """The tensors in the safetensors file at `path`; ValueError naming the file if corrupt.
+
+    A local file is memory-mapped; an object on s3:// is read whole (safetensors parses
+    bytes, and SAE and trainer files are read whole anyway)."""
+    path = store_path(path)
     if not path.is_file():
         raise FileNotFoundError(2, f"{what} not found", str(path))
     try:
+        if is_url(path):
+            return {name: t.to(device) for name, t in load(path.read_bytes()).items()}
         return load_file(str(path), device=device)
     except (SafetensorError, ValueError, OSError) as e:
         raise ValueError(

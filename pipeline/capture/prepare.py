@@ -20,7 +20,7 @@ from pipeline.capture.model_setup import load_model, model_path, probe_widths, w
 from pipeline.model import LanguageModel
 from pipeline.store.corpus import Corpus
 from pipeline.store.layout import KNOWN_ENTRIES
-from pipeline.store.location import is_url, resolve, store_path
+from pipeline.store.location import is_url, require_bucket, resolve, store_path
 from pipeline.store.output_dir import foreign_entries
 from pipeline.store.plan import PlanConfig
 from pipeline.store.planner import PlanResult, plan_corpus
@@ -54,14 +54,7 @@ def check_output_path(out: Path) -> None:
                 "or empty folder (--out)"
             )
     if is_url(out):
-        bucket = out.path.split("/")[0]
-        if not out.fs.exists(bucket):
-            raise ValueError(
-                f"cannot write the store {out}: the bucket {bucket!r} does not exist or is "
-                "not reachable with the credentials and endpoint of this environment "
-                "(AWS_* variables, AWS_PROFILE, the instance's role; AWS_ENDPOINT_URL for "
-                "S3-compatible services)"
-            )
+        require_bucket(out, "the store")
         return
     existing = next(p for p in (out, *out.parents) if p.exists())
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):

@@ -26,7 +26,7 @@ from pipeline.interventions.spec import (
     step_label,
     tracker_label,
 )
-from pipeline.store.location import resolve
+from pipeline.store.location import resolve, store_path
 
 _TOP_KEYS = [f.name for f in dataclasses.fields(InterventionSpec) if f.name != "files"]
 _STEP_KEYS = {"name", "layer", "positions", "concepts", "splice", "coefficient", *OPERATIONS}
@@ -298,7 +298,7 @@ def _path(where: str, key: str, value: Any) -> str:
 
 def _existing(where: str, key: str, value: Any, kind: str) -> str:
     path = _path(where, key, value)
-    if not Path(path).exists():
+    if not store_path(path).exists():
         what = "an SAE folder" if kind == "sae" else "a .safetensors file"
         raise ValueError(f"{_prefix(where)}{key}: {path!r} does not exist (expected {what})")
     return path

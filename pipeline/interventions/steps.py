@@ -10,13 +10,11 @@ returns the reconstruction).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 
+from pipeline.file_formats import read_json, read_safetensors
 from pipeline.hooks import FunctionController
 from pipeline.interventions.spec import (
     Direction,
@@ -30,17 +28,15 @@ from pipeline.model import LanguageModel
 from pipeline.sae import load_sae
 from pipeline.sae.base import Sae, layer_output_width
 from pipeline.sae.io import CONFIG_FILE, config_from_cfg
+from pipeline.store.location import store_path
 
 
 def sae_n_latents(path: str) -> int:
     """An SAE folder's number of latents, from its cfg.json alone (no weights are read)."""
-    cfg_path = Path(path) / CONFIG_FILE
+    cfg_path = store_path(path) / CONFIG_FILE  # a folder, or a prefix on s3://
     if not cfg_path.is_file():
         raise ValueError(f"{path} is not an SAE folder: it has no {CONFIG_FILE}")
-    try:
-        cfg = json.loads(cfg_path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"{cfg_path} is not valid JSON ({error})") from error
+    cfg = read_json(cfg_path, "SAE config")
     if not isinstance(cfg, dict):
         raise ValueError(f"{cfg_path} does not hold a JSON object")
     return config_from_cfg(cfg, cfg_path).n_latents
@@ -89,7 +85,7 @@ def direction_vector(
             )
         vector = sae.W_dec[direction.latent].detach().float()
     else:
-        tensors = load_file(direction.vector)
+        tensors = read_safetensors(direction.vector, what="direction file")
         if direction.key is None and len(tensors) != 1:
             raise ValueError(
                 f"{prefix}.vector: {direction.vector} holds {sorted(tensors)}; name one with key: NAME"
@@ -199,9 +195,10 @@ def load_trackers(track: tuple[Tracker, ...], lm: LanguageModel) -> dict[str, Sa
 
 
 def file_fingerprint(path: str) -> str:
-    """sha256 over a file, or over a folder's files (names and bytes, sorted)."""
+    """sha256 over a file, or over a folder's files (names and bytes, sorted); local or on
+    s3:// (the same bytes give the same digest wherever they are)."""
     digest = hashlib.sha256()
-    root = Path(path)
+    root = store_path(path)
     files = sorted(p for p in root.rglob("*") if p.is_file()) if root.is_dir() else [root]
     for file in files:
         digest.update(str(file.relative_to(root) if root.is_dir() else file.name).encode())

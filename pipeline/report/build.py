@@ -3,13 +3,27 @@
 The site folder belongs to the report alone (its `index.html`, `latents/`, `assets/`):
 a folder holding anything else is refused, and `overwrite` removes only those entries,
 like every other job's output (pipeline/store/output_dir.py).
+
+The input may be on s3:// (read in place: Parquet row groups, the store's sampled
+units). A site on s3:// is written into a local temporary folder and uploaded, one
+object per file, `index.html` last: a prefix with an `index.html` is a whole site (and
+S3 static website hosting, or any bucket browser, serves it as it is).
 """
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 from pipeline.report.site import write_assets
+from pipeline.store.location import (
+    is_url,
+    make_folder,
+    require_bucket,
+    resolve,
+    store_path,
+    upload_folder,
+)
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 
 REPORT_OUTPUTS = ("index.html", "latents", "assets")
@@ -22,7 +36,7 @@ def report_kind(source: Path) -> str:
     from pipeline.report.interventions import is_intervention_output
     from pipeline.report.store_pages import is_store
 
-    if not source.is_dir():
+    if not source.is_dir():  # on s3://: a prefix with objects under it
         raise ValueError(
             f"{source} is not a folder; give a sae_stats output, an intervention output or a store"
         )
@@ -61,35 +75,45 @@ def write_report(
 
     `partial`: report the committed units of an unfinished store (the page says so).
     """
-    source, site = Path(source), Path(site)
+    source, site = store_path(source), store_path(site)
     kind = report_kind(source)
     if eval_dir is not None and kind != "features":
         raise ValueError("--eval adds SAE metrics to a feature report; the input is a " + kind)
     if partial and kind != "store":
         raise ValueError("--partial reports the committed units of a store; the input is a " + kind)
     check_source(source, kind, partial)
-    if site.resolve() == source.resolve() or source.resolve() in site.resolve().parents:
+    if resolve(site) == resolve(source) or resolve(site).startswith(resolve(source) + "/"):
         raise OutputFolderError(
             f"report: the site {site} would be written inside its input {source}; "
             "give it a folder of its own (--out)"
         )
+    require_bucket(site, "the report")
     if claim_output_dir(site, REPORT_OUTPUTS, "report", overwrite):
         raise OutputFolderError(
             f"report: {site} already holds a report; pass --overwrite to replace it, or "
             "choose another --out"
         )
-    site.mkdir(parents=True, exist_ok=True)
+    eval_dir = store_path(eval_dir) if eval_dir is not None else None
+    if not is_url(site):
+        make_folder(site)
+        return kind, write_site(kind, source, site, eval_dir, partial)
+    with tempfile.TemporaryDirectory(prefix="report-site-") as staging:
+        index = write_site(kind, source, Path(staging), eval_dir, partial)
+        upload_folder(Path(staging), site, last=index.name)
+    return kind, site / index.name
+
+
+def write_site(kind: str, source: Path, site: Path, eval_dir: Path | None, partial: bool) -> Path:
+    """The pages and assets of one report into the local folder `site`; its index.html."""
     write_assets(site)
     if kind == "features":
         from pipeline.report.feature_pages import write_features_report
 
-        index = write_features_report(source, site, Path(eval_dir) if eval_dir else None)
-    elif kind == "interventions":
+        return write_features_report(source, site, eval_dir)
+    if kind == "interventions":
         from pipeline.report.interventions import write_intervention_report
 
-        index = write_intervention_report(source, site)
-    else:
-        from pipeline.report.store_pages import write_store_report
+        return write_intervention_report(source, site)
+    from pipeline.report.store_pages import write_store_report
 
-        index = write_store_report(source, site, partial=partial)
-    return kind, index
+    return write_store_report(source, site, partial=partial)

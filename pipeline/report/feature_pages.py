@@ -19,10 +19,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 
 from pipeline.file_formats import read_json
 from pipeline.report.site import esc, number, page, table, write_page
+from pipeline.store.location import read_table
 
 LIST_PAGE = 1000
 LATENT_BLOCK = 1024
@@ -52,7 +52,7 @@ def write_features_report(stats_dir: Path, site: Path, eval_dir: Path | None = N
             "run python -m jobs.sae_stats --out DIR first, then report DIR"
         )
     stats = read_json(stats_dir / "stats.json", "feature statistics")
-    features = pd.read_parquet(stats_dir / "features.parquet")
+    features = read_table(stats_dir / "features.parquet").to_pandas()
     evaluation = _read_eval(eval_dir)
     edges = np.asarray(stats["activation_bin_edges"])
     first_tokens = _first_token_texts(stats_dir / "examples.parquet")
@@ -108,7 +108,7 @@ class _Block:
 
     def __init__(self, path: Path, lo: int, hi: int, columns: tuple[str, ...]):
         filters = [("latent", ">=", lo), ("latent", "<", hi)]
-        table = pq.read_table(path, columns=list(columns), filters=filters)
+        table = read_table(path, columns=list(columns), filters=filters)
         table = table.sort_by("latent")  # stable: keeps (kind, rank) order within a latent
         self.columns = {name: table.column(name).to_pylist() for name in columns}
         self.starts = np.searchsorted(np.asarray(self.columns["latent"]), np.arange(lo, hi + 1))
@@ -121,7 +121,7 @@ class _Block:
 
 def _first_token_texts(examples_path: Path) -> dict[int, str]:
     """Each latent's strongest example's token text (for lists), one column read."""
-    table = pq.read_table(examples_path, columns=["latent", "kind", "rank", "token_text"])
+    table = read_table(examples_path, columns=["latent", "kind", "rank", "token_text"])
     frame = table.to_pandas()
     first = frame[(frame.kind == "top") & (frame["rank"] == 0)]
     return dict(zip(first.latent.tolist(), first.token_text.tolist(), strict=True))

@@ -26,13 +26,19 @@ import pyarrow as pa
 import pyarrow.acero as ac
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 
 from pipeline.file_formats import read_json
 from pipeline.interventions.commits import EFFECTS_DIR
 from pipeline.interventions.prepare import SPEC_JSON, SUMMARY_JSON, SUMMARY_PARQUET
 from pipeline.report.site import esc, number, page, table, write_page
 from pipeline.store.layout import STORE_JSON, SUCCESS
+from pipeline.store.location import (
+    parquet_batches,
+    parquet_file,
+    parquet_files,
+    read_table,
+    store_path,
+)
 from pipeline.store.manifest import committed_units
 
 # Per-position means drawn from the effects (whichever the output has: causal LMs
@@ -46,7 +52,7 @@ LOG10_LOW, LOG10_HIGH = -8, 2
 
 def is_intervention_output(path: Path) -> bool:
     """A folder written by `jobs.intervene` (finished or not): it has `intervention.json`."""
-    return (Path(path) / SPEC_JSON).is_file()
+    return (store_path(path) / SPEC_JSON).is_file()
 
 
 def check_finished(out: Path) -> None:
@@ -67,11 +73,11 @@ def write_intervention_report(run_dir: Path, site: Path, store: Path | None = No
     `store`: the store the run replayed, if known (checked against the recorded fingerprint),
     to name it and its model on the page. ValueError for an unfinished or foreign folder.
     """
-    out = Path(run_dir)
+    out = store_path(run_dir)
     check_finished(out)
     spec = read_json(out / SPEC_JSON, "intervention fingerprint")
     summary = read_json(out / SUMMARY_JSON, "intervention summary")
-    stages = pq.read_table(out / SUMMARY_PARQUET).to_pylist()  # one row per stage
+    stages = read_table(out / SUMMARY_PARQUET).to_pylist()  # one row per stage
     fingerprint = spec["fingerprint"]
     data = {
         "stages": [f"{row['stage']}: {row['steps']}" for row in stages],
@@ -137,11 +143,11 @@ def _tracked(fingerprint: dict, stages: list[dict]) -> dict[str, Any]:
 def effects_aggregates(effects_dir: Path) -> dict[str, Any]:
     """Per-position means and a log-binned histogram of the main effect, per stage.
 
-    One streaming scan each over a few columns of the effects dataset (pyarrow skips
-    hidden temps); what is held is sized by stages x positions and stages x bins.
+    One streaming scan each over a few columns of the effects files (hidden temps
+    skipped; local or on s3://, a row group at a time); what is held is sized by
+    stages x positions and stages x bins.
     """
-    dataset = pads.dataset(effects_dir, format="parquet")
-    names = set(dataset.schema.names)
+    names = set(parquet_file(parquet_files(effects_dir)[0]).schema_arrow.names)
     read = ["stage", "position"]
     exprs: dict[str, pc.Expression] = {"stage": pc.field("stage"), "position": pc.field("position")}
     for column in PROFILE_COLUMNS:
@@ -155,18 +161,18 @@ def effects_aggregates(effects_dir: Path) -> dict[str, Any]:
     measured = list(exprs)[2:]
     aggregates = [(c, "hash_mean", None, c) for c in measured]
     aggregates.append(("position", "hash_count", pc.CountOptions("all"), "tokens"))
-    profile = _aggregate(dataset, read, exprs, aggregates, ["stage", "position"])
+    profile = _aggregate(effects_dir, read, exprs, aggregates, ["stage", "position"])
     column = next((c for c in ("kl", "output_change") if c in names), None)
     return {
         "profile": {
             "columns": measured,
             "stages": _split_by_stage(profile, ["position", "tokens", *measured]),
         },
-        "histogram": None if column is None else _histogram(dataset, column),
+        "histogram": None if column is None else _histogram(effects_dir, column),
     }
 
 
-def _histogram(dataset: pads.Dataset, column: str) -> dict[str, Any]:
+def _histogram(effects_dir: Path, column: str) -> dict[str, Any]:
     """Counts per stage in bins of log10(value), BINS_PER_DECADE a decade, from LOG10_LOW
     (smaller values, zeros included, count in the first bin) to LOG10_HIGH (larger: last)."""
     floor_value = pa.scalar(10.0**LOG10_LOW)
@@ -178,7 +184,7 @@ def _histogram(dataset: pads.Dataset, column: str) -> dict[str, Any]:
         pc.floor(scaled).cast(pa.int32()), pa.scalar(bins[-1], pa.int32())
     )
     counts = _aggregate(
-        dataset,
+        effects_dir,
         ["stage", column],
         {"stage": pc.field("stage"), "bin": bin_expr},
         [("bin", "hash_count", pc.CountOptions("all"), "count")],
@@ -204,9 +210,10 @@ def _float(column: str) -> pc.Expression:
 
 
 def _aggregate(
-    dataset: pads.Dataset, read: list[str], exprs: dict, aggregates: list, keys: list[str]
+    effects_dir: Path, read: list[str], exprs: dict, aggregates: list, keys: list[str]
 ) -> pa.Table:
     """scan(read) -> project(exprs) -> group by keys, streamed: only the groups are held."""
+    dataset = pads.dataset(parquet_batches(effects_dir, read))  # one pass, row groups
     plan = ac.Declaration.from_sequence(
         [
             ac.Declaration("scan", ac.ScanNodeOptions(dataset, columns=read)),
@@ -273,7 +280,7 @@ def _store_rows(store: Path | None, fingerprint: dict) -> list[list[Any]]:
     """The store's path and model when the caller named the store and it is the same one."""
     if store is None:
         return [["store path", "not recorded in the output (pass store= to name it)"]]
-    meta = read_json(Path(store) / STORE_JSON, "store metadata")
+    meta = read_json(store_path(store) / STORE_JSON, "store metadata")
     if meta["plan_fingerprint"] != fingerprint["store_fingerprint"]:
         raise ValueError(
             f"the store {store} is not the one this output replayed: its plan fingerprint "

@@ -25,6 +25,7 @@ import numpy as np
 
 from pipeline.report.site import esc, number, page, table, write_page
 from pipeline.store.layout import STORE_JSON
+from pipeline.store.location import store_path as location
 from pipeline.store.reader import ActivationStore
 
 NUM_BINS = 60
@@ -37,7 +38,7 @@ PERCENTILES = (1, 5, 25, 50, 75, 95, 99)
 
 def is_store(path: Path) -> bool:
     """An activation store (finished or not): a folder with `store.json`."""
-    return (Path(path) / STORE_JSON).is_file()
+    return (location(path) / STORE_JSON).is_file()
 
 
 def write_store_report(

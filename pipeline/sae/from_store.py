@@ -17,7 +17,8 @@ import numpy as np
 import torch
 
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, train_sae
-from pipeline.store.location import resolve
+from pipeline.store.location import require_bucket, resolve
+from pipeline.store.location import store_path as location
 from pipeline.store.output_dir import OutputFolderError, claim_output_dir
 from pipeline.store.reader import ActivationStore
 
@@ -131,10 +132,11 @@ def train_sae_from_store(
         from pipeline.stats.checkpoint_eval import checkpoint_evaluator  # stats imports sae
 
         on_checkpoint = checkpoint_evaluator(
-            store_path, hook, eval_units, Path(out_dir), partial, str(device)
+            store_path, hook, eval_units, location(out_dir), partial, str(device)
         )
     if out_dir is not None:  # last of the checks: --overwrite deletes the earlier run
-        claim_training_output(Path(out_dir), resume, overwrite)
+        require_bucket(location(out_dir), "the training run")
+        claim_training_output(location(out_dir), resume, overwrite)
     num_rows = sum(stop - start for start, stop in store.data_row_runs())
     warning = passes_warning(config.steps, config.batch_size, num_rows)
     if warning is not None:

@@ -20,11 +20,13 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import save, save_file
 
 from pipeline.file_formats import read_json, read_safetensors
 from pipeline.model.language_model import parse_dtype
 from pipeline.sae.config import ARCHITECTURES, SaeConfig
+from pipeline.store.atomic import write_atomic
+from pipeline.store.location import is_url, make_folder, store_path
 
 CONFIG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -352,8 +354,9 @@ def _fold_decoder_norms(
 def read_sae_folder(
     path: str | Path,
 ) -> tuple[SaeConfig, dict[str, torch.Tensor], torch.dtype | None]:
-    """(config, tensors on CPU, dtype the config asks for or None) from an SAE folder."""
-    path = Path(path)
+    """(config, tensors on CPU, dtype the config asks for or None) from an SAE folder
+    (local, or a prefix on s3://)."""
+    path = store_path(path)
     cfg_path, weights_path = path / CONFIG_FILE, path / WEIGHTS_FILE
     missing = [p.name for p in (cfg_path, weights_path) if not p.is_file()]
     if missing:
@@ -397,12 +400,27 @@ def write_sae_folder(
     dtype: torch.dtype,
     metadata: dict | None = None,
 ) -> Path:
-    """Write `cfg.json` and `sae_weights.safetensors` into `path` (created if needed)."""
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
+    """Write `cfg.json` and `sae_weights.safetensors` into `path` (created if needed; a
+    prefix on s3://: each file one object, written whole). Each file appears whole or not
+    at all; the weights are written first, so a folder with a `cfg.json` is complete."""
+    path = store_path(path)
+    make_folder(path)
     _check_shapes(config, tensors)
     cpu = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
-    save_file(cpu, str(path / WEIGHTS_FILE), metadata={"format": "pt"})
-    cfg = cfg_from_config(config, dtype, metadata)
-    (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=2) + "\n")
+    write_safetensors(path / WEIGHTS_FILE, cpu)
+    write_json(path / CONFIG_FILE, cfg_from_config(config, dtype, metadata))
     return path
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """A safetensors file: streamed to a local file, or serialised and uploaded as one
+    object (s3:// has no partial files to stream into)."""
+    if is_url(path):
+        write_atomic(path, [save(tensors, metadata={"format": "pt"})])
+    else:
+        save_file(tensors, str(path), metadata={"format": "pt"})
+
+
+def write_json(path: Path, value) -> None:
+    """`value` as indented JSON, written atomically (one whole object on s3://)."""
+    write_atomic(path, [(json.dumps(value, indent=2) + "\n").encode()])

@@ -50,17 +50,17 @@ from typing import NamedTuple
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 
 from pipeline.file_formats import read_json, read_safetensors
 from pipeline.progress import StepProgress
 from pipeline.sae.architectures import JumpReluSae, ReluSae, TopKSae
 from pipeline.sae.base import Sae, load_sae
 from pipeline.sae.buffer import mixing_buffer
-from pipeline.sae.io import CONFIG_FILE
+from pipeline.sae.io import CONFIG_FILE, write_json, write_safetensors
 from pipeline.sae.losses import auxk_loss, jumprelu, l0_penalty, l1_penalty
 from pipeline.sae.select import topk_rows
 from pipeline.sae.train_config import TrainerConfig
+from pipeline.store.location import append_lines, make_folder, store_path
 
 __all__ = ["SaeTrainer", "TrainerConfig", "checkpoint_step", "geometric_median", "train_sae"]
 
@@ -259,7 +259,7 @@ class SaeTrainer:
                     and config.checkpoint_every
                     and self.step % config.checkpoint_every == 0
                 ):
-                    self.save_checkpoint(Path(checkpoint_dir) / f"step_{self.step:08d}")
+                    self.save_checkpoint(store_path(checkpoint_dir) / f"step_{self.step:08d}")
                     if on_checkpoint is not None:
                         on_checkpoint(self.step, self.sae_for_raw_inputs())
         finally:
@@ -274,7 +274,7 @@ class SaeTrainer:
         rescaled rows; `from_checkpoint(path).sae_for_raw_inputs()` gives the usable one
         (the final `out/sae` of `train_sae` is already folded).
         """
-        path = Path(path)
+        path = store_path(path)
         self.sae.save(path)
         names = [name for name, _ in self.sae.named_parameters()]
         state = self.optimizer.state_dict()
@@ -284,7 +284,7 @@ class SaeTrainer:
                 tensors[f"optimizer.{names[index]}.{key}"] = (
                     torch.as_tensor(value).detach().cpu().contiguous()
                 )
-        save_file(tensors, str(path / STATE_TENSORS))
+        write_safetensors(path / STATE_TENSORS, tensors)
         groups = [
             {key: value for key, value in group.items() if key != "params"}
             for group in state["param_groups"]
@@ -299,7 +299,7 @@ class SaeTrainer:
             "param_names": names,
             "param_groups": groups,
         }
-        (path / STATE_JSON).write_text(json.dumps(meta, indent=2) + "\n")
+        write_json(path / STATE_JSON, meta)  # last: a folder with it is a whole checkpoint
         return path
 
     @classmethod
@@ -313,7 +313,7 @@ class SaeTrainer:
 
         `config` may change the schedule (steps, lr, ...) but not the SAE's shape.
         """
-        path = Path(path)
+        path = store_path(path)
         meta = read_json(path / STATE_JSON, "trainer checkpoint state")
         saved = TrainerConfig(**meta["config"])
         config = config or saved
@@ -407,7 +407,7 @@ def train_sae(
     batches: Iterator[torch.Tensor] = mixing_buffer(
         chunks, config.buffer_size, config.batch_size, seed=config.seed + trainer.step
     )
-    out = Path(out_dir) if out_dir is not None else None
+    out = store_path(out_dir) if out_dir is not None else None
     history = trainer.fit(
         batches,
         progress=progress,
@@ -415,10 +415,8 @@ def train_sae(
         on_checkpoint=on_checkpoint,
     )
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        with (out / "metrics.jsonl").open("a") as log:
-            for metrics in history:
-                log.write(json.dumps(metrics) + "\n")
+        make_folder(out)
+        append_lines(out / "metrics.jsonl", [json.dumps(metrics) for metrics in history])
         final = out / "checkpoints" / f"step_{trainer.step:08d}"
         already_evaluated = final.exists() and on_checkpoint is not None
         trainer.save_checkpoint(final)
@@ -440,12 +438,12 @@ def _add_metadata(folder: Path, metadata: dict) -> None:
     cfg_path = folder / CONFIG_FILE
     cfg = read_json(cfg_path, "SAE config")
     cfg["metadata"] = {**cfg.get("metadata", {}), **metadata}
-    cfg_path.write_text(json.dumps(cfg, indent=2) + "\n")
+    write_json(cfg_path, cfg)
 
 
 def checkpoint_step(path: str | Path) -> int:
     """The step a checkpoint folder was written at."""
-    state = Path(path) / STATE_JSON
+    state = store_path(path) / STATE_JSON
     if not state.is_file():
         raise FileNotFoundError(2, "not a checkpoint folder (no trainer state)", str(state))
     return int(read_json(state, "trainer checkpoint state")["step"])

@@ -18,6 +18,7 @@ from pipeline.sae import Sae
 from pipeline.stats.eval import summary_line
 from pipeline.stats.eval_replay import eval_units
 from pipeline.stats.provenance import checked_model_path
+from pipeline.store.location import append_lines, make_folder
 from pipeline.store.reader import ActivationStore
 
 EVALS_FILE = "checkpoint_evals.jsonl"
@@ -45,9 +46,8 @@ def checkpoint_evaluator(
         metrics = {"step": step, "units": len(chosen), **sums.metrics()}
         for bulky in ("dead_latents", "dense_latents", "l0_histogram"):
             metrics.pop(bulky, None)
-        out_dir.mkdir(parents=True, exist_ok=True)
-        with (out_dir / EVALS_FILE).open("a") as log:
-            log.write(json.dumps(metrics) + "\n")
+        make_folder(out_dir)
+        append_lines(out_dir / EVALS_FILE, [json.dumps(metrics)])
         print(f"step {step} eval on {len(chosen)} units: {summary_line(metrics)}", file=sys.stderr)
 
     return evaluate

@@ -44,6 +44,58 @@ def local_output(path: str | os.PathLike, what: str) -> None:
         )
 
 
+def require_bucket(path: Path, what: str) -> None:
+    """Refuse, in one line, a URL whose bucket does not exist or cannot be reached.
+
+    Checked before a job writes, because creating a "folder" on object storage would
+    otherwise create the bucket itself (s3fs's mkdir) or fail deep inside an upload.
+    """
+    if not is_url(path):
+        return
+    bucket = path.path.split("/")[0]
+    if not path.fs.exists(bucket):
+        raise ValueError(
+            f"cannot write {what} {path}: the bucket {bucket!r} does not exist or is not "
+            "reachable with the credentials and endpoint of this environment (AWS_* "
+            "variables, AWS_PROFILE, the instance's role; AWS_ENDPOINT_URL for "
+            "S3-compatible services)"
+        )
+
+
+def make_folder(path: Path) -> None:
+    """`mkdir -p` for a local folder; nothing on object storage, where folders are only
+    key prefixes (and s3fs's mkdir would create a missing bucket)."""
+    if not is_url(path):
+        path.mkdir(parents=True, exist_ok=True)
+
+
+def upload_folder(local: Path, remote: Path, last: str | None = None) -> None:
+    """Copy every file under the local folder `local` to the prefix `remote`, one object
+    each, the top-level file named `last` after all the others (a marker of completeness)."""
+    files = sorted(p for p in local.rglob("*") if p.is_file())
+    files.sort(key=lambda p: p.relative_to(local).as_posix() == last)  # stable: last goes last
+    for batch in (files[:-1], files[-1:]) if last else (files,):
+        if batch:
+            targets = [f"{remote.path}/{p.relative_to(local).as_posix()}" for p in batch]
+            remote.fs.put([str(p) for p in batch], targets)
+
+
+def append_lines(path: Path, lines: list[str]) -> None:
+    """Append text lines to a log file.
+
+    Object storage cannot append, so there the object is rewritten whole with the new
+    lines; the logs written this way (training metrics, checkpoint evaluations) hold one
+    line per log interval or checkpoint, kilobytes for a whole run.
+    """
+    text = "".join(line if line.endswith("\n") else line + "\n" for line in lines)
+    if not is_url(path):
+        with path.open("a") as log:
+            log.write(text)
+        return
+    earlier = path.read_text() if path.exists() else ""
+    path.write_text(earlier + text)
+
+
 def store_path(path: str | os.PathLike) -> Path:
     """A local `Path`, or a `UPath` for a URL (a pathlib.Path look-alike over fsspec)."""
     if is_url(path):
@@ -65,6 +117,40 @@ def parquet_file(path: Path) -> pq.ParquetFile:
     if is_url(path):
         return pq.ParquetFile(path.open("rb"))
     return pq.ParquetFile(path)
+
+
+def read_table(path: Path, columns: list[str] | None = None, filters=None) -> pa.Table:
+    """`pq.read_table` of one Parquet file, locally or as an object (row groups outside
+    `filters` are skipped by their statistics either way)."""
+    if not is_url(path):
+        return pq.read_table(path, columns=columns, filters=filters)
+    with path.open("rb") as handle:
+        return pq.read_table(handle, columns=columns, filters=filters)
+
+
+def parquet_files(folder: Path) -> list[Path]:
+    """The `*.parquet` files of a folder in name order (hidden temps are not data)."""
+    return sorted(
+        (p for p in folder.iterdir() if p.name.endswith(".parquet") and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def parquet_batches(folder: Path, columns: list[str]) -> pa.RecordBatchReader:
+    """A one-pass stream of `columns` over every Parquet file of a folder, a row group at
+    a time: what pyarrow's streaming plans (`acero`) scan without holding the folder."""
+    files = parquet_files(folder)
+    if not files:
+        raise ValueError(f"{folder} holds no Parquet files")
+    schema = parquet_file(files[0]).schema_arrow
+    schema = pa.schema([schema.field(name) for name in columns])
+
+    def batches():
+        for path in files:
+            source = parquet_file(path)
+            yield from source.iter_batches(columns=columns)
+
+    return pa.RecordBatchReader.from_batches(schema, batches())
 
 
 def read_parquet_folder(folder: Path) -> pa.Table:

@@ -142,16 +142,64 @@ def test_jobs_read_a_store_on_s3_and_never_show_the_secret(s3, stores, tmp_path)
     assert not any(SECRET in text for text in outputs)
 
 
-def test_training_output_on_object_storage_is_refused_in_one_line_for_now(
-    s3, stores, tmp_path, capsys
-):
+def test_training_writes_and_resumes_on_object_storage_like_on_disk(s3, stores, tmp_path):
+    """train_sae --out s3://: checkpoints, metrics, evaluations and the SAE land on the
+    bucket; a resume from a checkpoint on the bucket continues the run there; the weights
+    equal the same run's on disk; sae_stats loads the SAE from the bucket."""
+    from jobs.train_sae import main as train_main
+    from pipeline.sae import load_sae
+
+    server, fs = s3
+    local, url = stores
+    outs = {"disk": str(tmp_path / "run"), "s3": f"s3://{BUCKET}/training"}
+    common = ["--hook", HOOK, "--n-latents", "16", "--k", "2", "--batch-size", "64", "--quiet"]
+    common += ["--checkpoint-every", "2", "--eval-units", "1"]
+    for where, out in outs.items():
+        store = str(local) if where == "disk" else url
+        assert train_main(["--store", store, *common, "--steps", "4", "--out", out]) == 0
+        step_2 = f"{out}/checkpoints/step_00000002"
+        resumed = ["--store", store, *common, "--steps", "6", "--out", out]
+        assert train_main([*resumed, "--resume", step_2]) == 0
+    fs.invalidate_cache()
+    names = sorted(p.removeprefix(f"{BUCKET}/training/") for p in fs.find(f"{BUCKET}/training"))
+    here = sorted(str(p.relative_to(tmp_path / "run")) for p in (tmp_path / "run").rglob("*"))
+    assert names == [name for name in here if (tmp_path / "run" / name).is_file()]
+    assert "checkpoints/step_00000006/trainer_state.json" in names
+    for name in (
+        "sae/sae_weights.safetensors",
+        "checkpoints/step_00000004/trainer_state.safetensors",
+    ):
+        assert fs.cat(f"{BUCKET}/training/{name}") == (tmp_path / "run" / name).read_bytes(), name
+    metrics = fs.cat(f"{BUCKET}/training/metrics.jsonl").decode().splitlines()
+    assert len(metrics) == len((tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    evals = [
+        json.loads(line)
+        for line in fs.cat(f"{BUCKET}/training/checkpoint_evals.jsonl").splitlines()
+    ]
+    assert [e["step"] for e in evals] == [2, 4, 4, 6]  # the resumed run re-evaluates step 4
+    trained = load_sae(f"{outs['s3']}/sae")
+    cfg = json.loads(store_path(f"{outs['s3']}/sae/cfg.json").read_text())
+    assert cfg["metadata"]["store"] == url and cfg["metadata"]["steps"] == 6
+    torch.testing.assert_close(
+        trained.state_dict(), load_sae(tmp_path / "run" / "sae").state_dict()
+    )
+    stats = run_module(
+        "jobs.sae_stats", "--store", url, "--hook", HOOK, "--sae", f"{outs['s3']}/sae",
+        "--out", str(tmp_path / "stats"), "--no-ray", env=server.env,
+    )  # fmt: skip
+    assert stats.returncode == 0, stats.stderr
+
+
+def test_training_into_a_missing_bucket_is_refused_in_one_line(s3, stores, capsys):
     from jobs.train_sae import main as train_main
 
+    _, fs = s3
     _, url = stores
     train = ["--store", url, "--hook", HOOK, "--n-latents", "8", "--k", "2", "--steps", "1"]
-    assert train_main([*train, "--out", f"s3://{BUCKET}/sae"]) == 2
+    assert train_main([*train, "--out", "s3://no-such-bucket/sae"]) == 2
     error = capsys.readouterr().err.strip().splitlines()
-    assert len(error) == 1 and "is on object storage, where this job cannot write yet" in error[0]
+    assert len(error) == 1 and "the bucket 'no-such-bucket' does not exist" in error[0]
+    assert not fs.exists("no-such-bucket")
 
 
 def test_intervene_and_eval_sae_replay_a_store_on_s3_like_the_store_on_disk(s3, stores, tmp_path):
@@ -184,5 +232,61 @@ def test_intervene_and_eval_sae_replay_a_store_on_s3_like_the_store_on_disk(s3, 
         assert SECRET not in run.stdout + run.stderr + evaluated.stdout + evaluated.stderr
     pd.testing.assert_frame_equal(effects["disk"], effects["s3"])
     assert metrics["s3"]["store"] == url
+    # The intervention report streams the effects from the bucket: the same page.
+    sites = {"disk": tmp_path / "run-disk-report", "s3": tmp_path / "run-s3-report"}
+    for where, run_out in (("disk", str(tmp_path / "run-disk")), ("s3", f"s3://{BUCKET}/run")):
+        report = run_module("jobs.report", run_out, "--out", str(sites[where]), env=server.env)
+        assert report.returncode == 0, report.stderr
+    renamed = {str(tmp_path / "run-disk"): "RUN", str(local): "STORE", ": run-disk<": ": run<"}
+    here = _site_files(sites["disk"], renamed)
+    there = _site_files(sites["s3"], {f"s3://{BUCKET}/run": "RUN", url: "STORE"})
+    assert there == here
     for key in ("fve", "l0", "ce_loss_clean", "ce_loss_spliced", "ce_loss_recovered", "kl_spliced"):
         assert metrics["s3"][key] == metrics["disk"][key]
+
+
+def _site_files(root: Path, replace: dict[str, str]) -> dict[str, str]:
+    """Every file of a report site as text, with the run-specific paths replaced."""
+    files = {}
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        text = path.read_text(errors="replace")
+        for old, new in replace.items():
+            text = text.replace(old, new)
+        files[str(path.relative_to(root))] = text
+    return files
+
+
+def test_reports_read_their_input_on_s3_and_write_the_site_there(s3, stores, tmp_path, capsys):
+    """A feature report of a sae_stats output on s3:// written to s3://, and a store
+    report of a store on s3://, are page for page the same as the reports of the same
+    outputs on disk (paths aside); the site's index.html is uploaded last."""
+    from jobs.report import main as report_main
+    from jobs.sae_stats import main as stats_main
+
+    _, fs = s3
+    local, url = stores
+    torch.manual_seed(2)
+    TopKSae(n_latents=16, n_inputs=64, k=4).save(f"s3://{BUCKET}/report-sae")  # SAE on s3
+    stats = f"s3://{BUCKET}/report-stats"
+    run = ["--hook", HOOK, "--sae", f"s3://{BUCKET}/report-sae", "--no-ray", "--quiet"]
+    assert stats_main(["--store", url, *run, "--out", stats]) == 0
+    fs.invalidate_cache()
+    fs.get(f"{BUCKET}/report-stats", str(tmp_path / "stats"), recursive=True)
+
+    site = f"s3://{BUCKET}/report-site"
+    assert report_main([stats, "--out", site]) == 0
+    assert "written in" in capsys.readouterr().out
+    assert report_main([str(tmp_path / "stats"), "--out", str(tmp_path / "site")]) == 0
+    fs.invalidate_cache()
+    fs.get(f"{BUCKET}/report-site", str(tmp_path / "site-s3"), recursive=True)
+    s3_pages = _site_files(tmp_path / "site-s3", {stats: "STATS"})
+    disk_pages = _site_files(tmp_path / "site", {str(tmp_path / "stats"): "STATS"})
+    assert len(s3_pages) > 16 and s3_pages == disk_pages
+
+    assert report_main([url, "--out", str(tmp_path / "store-site-s3")]) == 0
+    assert report_main([str(local), "--out", str(tmp_path / "store-site")]) == 0
+    there = _site_files(tmp_path / "store-site-s3", {url: "STORE"})
+    here = _site_files(tmp_path / "store-site", {str(local): "STORE"})
+    assert there == here
+    assert report_main([stats, "--out", site]) == 2  # a report is there: refused
+    assert "already holds a report" in capsys.readouterr().err
