@@ -27,12 +27,14 @@ import json
 import os
 import posixpath
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 from pipeline.store.location import is_url, resolve
 
 CACHE_ENV = "PIPELINE_MODEL_CACHE"
+STALE_AFTER_S = 600.0  # a killed copy's folder untouched this long is swept
 MARKER = ".pipeline-model-copy.json"
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
@@ -55,6 +57,7 @@ def local_model_folder(path_or_url: str | os.PathLike) -> Path:
         return Path(path_or_url)
     url = resolve(path_or_url)
     folder = model_cache_root() / hashlib.sha256(url.encode()).hexdigest()[:16]
+    sweep_stale_copies(folder)
     if _intact(folder, url):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -65,6 +68,52 @@ def local_model_folder(path_or_url: str | os.PathLike) -> Path:
     finally:
         shutil.rmtree(part, ignore_errors=True)  # the loser's copy, or a failed one
     return folder
+
+
+def sweep_stale_copies(folder: Path, quiet_for: float = STALE_AFTER_S) -> list[str]:
+    """Delete what killed copies of `folder` left beside it; the names deleted.
+
+    A copy in progress is `.NAME.part-PID-*`; it is stale when process PID no longer runs
+    on this node and none of its files changed for `quiet_for` seconds (the second test
+    keeps a copy made by another container, whose PIDs this one cannot see). A folder
+    moved aside as damaged (`.NAME.damaged-*`) is garbage as soon as it exists. Model
+    copies can be tens of GB, so a node must not keep the leftovers of every killed job.
+    """
+    if not folder.parent.is_dir():
+        return []
+    swept = []
+    now = time.time()
+    for entry in folder.parent.iterdir():
+        if entry.name.startswith(f".{folder.name}.damaged-"):
+            stale = True
+        elif entry.name.startswith(f".{folder.name}.part-"):
+            pid = entry.name.removeprefix(f".{folder.name}.part-").split("-")[0]
+            stale = not _running(pid) and now - _last_change(entry) > quiet_for
+        else:
+            continue
+        if stale:
+            shutil.rmtree(entry, ignore_errors=True)
+            swept.append(entry.name)
+    return swept
+
+
+def _running(pid: str) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True  # someone else's process
+    return True
+
+
+def _last_change(folder: Path) -> float:
+    """The newest mtime in a folder (the folder itself included)."""
+    with contextlib.suppress(OSError):
+        times = [folder.stat().st_mtime]
+        times += [p.stat().st_mtime for p in folder.rglob("*")]
+        return max(times)
+    return 0.0
 
 
 def weights_fingerprint(path: Path) -> str:

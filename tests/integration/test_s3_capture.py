@@ -112,6 +112,27 @@ def test_capture_on_local_ray_to_s3_writes_the_same_bytes(s3, on_disk, tiny_gpt2
     assert SECRET not in done.stdout + done.stderr
 
 
+def test_a_ray_actor_killed_while_committing_to_s3_is_replaced_and_the_bytes_are_the_same(
+    s3, on_disk, tiny_gpt2_path, tmp_path
+):
+    """SIGKILL inside the upload of unit 3's commit record (its shards already written):
+    the record never appears, Ray replaces the actor, the unit is computed again and
+    committed once, and the store holds the bytes of the capture to disk."""
+    server, fs = s3
+    once = tmp_path / "killed-once"
+    faults = {"kill_at_byte": 40, "paths": "units/unit-00003", "once": str(once)}
+    env = {**server.env, "PIPELINE_FAULTS": json.dumps(faults)}
+    done = run_capture(tiny_gpt2_path, f"s3://{BUCKET}/actor-killed", env)
+    assert done.returncode == 0, done.stderr
+    assert once.exists(), "no actor died inside the commit record's upload"
+    assert data_objects(fs, f"{BUCKET}/actor-killed") == data_files(on_disk)
+    record = json.loads(fs.cat(f"{BUCKET}/actor-killed/units/unit-00003.json"))
+    assert record["attempt"]["attempt"] == 1  # the first attempt died, the second committed
+    store = ActivationStore.open(f"s3://{BUCKET}/actor-killed")
+    store.verify()
+    assert fs.call_s3("list_multipart_uploads", Bucket=BUCKET).get("Uploads", []) == []
+
+
 def test_finalize_aborts_multipart_uploads_left_by_killed_attempts(s3):
     _, fs = s3
     key = "left/activations.zarr/layer_1/c/0/0"

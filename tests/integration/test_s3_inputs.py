@@ -9,8 +9,10 @@ import dataclasses
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -268,3 +270,24 @@ def test_a_capture_job_from_s3_inputs_never_shows_the_secret(s3, model_url, tmp_
     assert written and not any(SECRET.encode() in blob for blob in written)
     for run in (done, refused):
         assert SECRET not in run.stdout + run.stderr
+
+
+def test_leftovers_of_killed_copies_are_swept_and_live_copies_kept(s3, model_url):
+    folder = local_model_folder(model_url)
+    dead_pid = 2**22 + 12345  # above Linux's pid_max: no such process
+    stale = folder.parent / f".{folder.name}.part-{dead_pid}-0badc0de"
+    recent = folder.parent / f".{folder.name}.part-{dead_pid}-00c0ffee"
+    live = folder.parent / f".{folder.name}.part-{os.getpid()}-0a11ce00"
+    damaged = folder.parent / f".{folder.name}.damaged-deadbeef"
+    for leftover in (stale, recent, live, damaged):
+        (leftover / "sub").mkdir(parents=True)
+        (leftover / "sub" / "model.safetensors").write_bytes(b"half a download")
+    hour_ago = time.time() - 3600
+    for path in (stale, stale / "sub", stale / "sub" / "model.safetensors"):
+        os.utime(path, (hour_ago, hour_ago))
+    assert local_model_folder(model_url) == folder  # the cache is intact: reused
+    left = sorted(p.name for p in folder.parent.iterdir() if p.name.startswith(f".{folder.name}."))
+    # A dead copy that changed recently may belong to another container: kept for now.
+    assert left == sorted([f".{folder.name}.lock", recent.name, live.name])
+    for leftover in (recent, live):
+        shutil.rmtree(leftover)
