@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pipeline.bench.timing import markdown_table
+from benchmarks.timing import markdown_table
 from pipeline.report import write_report
 from pipeline.report.site import page, write_page
 from pipeline.stats.features import ACTIVATION_BIN_EDGES, NUM_BINS

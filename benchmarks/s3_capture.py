@@ -21,7 +21,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.capture import CaptureConfig, capture
 
 TOKENS = 40_000

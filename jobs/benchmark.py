@@ -2,6 +2,8 @@
 
 Each suite prints a Markdown table of ratios against a baseline measured in the same run.
 `python -m jobs.benchmark --gpu` runs the GPU suite (bf16 GPT-2-small shape on cuda).
+The suites live in the repository's top-level `benchmarks/` package, which is not part of
+the installed library: run this from the root of a checkout.
 """
 
 from __future__ import annotations
@@ -10,20 +12,22 @@ import argparse
 import importlib
 
 SUITES = {
-    "hooks": "pipeline.bench.hooks",
-    "capture": "pipeline.bench.capture",
-    "sae": "pipeline.sae.bench",
-    "ray": "pipeline.bench.ray_capture",
-    "gpu": "pipeline.bench.gpu",
-    "memory": "pipeline.bench.memory",
-    "capture-ab": "pipeline.bench.capture:run_pipelining_ab",
-    "interventions": "pipeline.bench.interventions",
-    "sae-stats": "pipeline.bench.sae_stats",
-    "scale": "pipeline.bench.scale",
-    "scale-e2e": "pipeline.bench.scale_e2e",
-    "recheck": "pipeline.bench.recheck",
+    "hooks": "benchmarks.hooks",
+    "capture": "benchmarks.capture",
+    "sae": "benchmarks.sae",
+    "store": "benchmarks.store",
+    "ray": "benchmarks.ray_capture",
+    "gpu": "benchmarks.gpu",
+    "memory": "benchmarks.memory",
+    "capture-ab": "benchmarks.capture:run_pipelining_ab",
+    "interventions": "benchmarks.interventions",
+    "sae-stats": "benchmarks.sae_stats",
+    "scale": "benchmarks.scale",
+    "scale-e2e": "benchmarks.scale_e2e",
+    "recheck": "benchmarks.recheck",
     "report": "benchmarks.report",
     "s3-capture": "benchmarks.s3_capture",
+    "s3-memory": "benchmarks.s3_memory",
 }
 
 

@@ -1,7 +1,9 @@
 """Commit records of an intervention output, and what a rerun checks before trusting one.
 
-A unit is done when `units/unit-N.json` exists: the worker writes the effects file, then
-the record, each atomically. But a finished output can be damaged afterwards (a record
+A unit is done when `units/unit-N.json` exists: `commit_unit` writes the effects file,
+then the record through the store's commit protocol (`pipeline/store/manifest.py`:
+atomic locally, create-if-absent on object storage, where a second attempt's record
+must name the same effects bytes). But a finished output can be damaged afterwards (a record
 emptied by a full disk or an editor, an effects file deleted, truncated or replaced), and
 a rerun that trusted every record would skip such a unit and report "0 computed" over
 missing data. So before skipping a committed unit a rerun checks, cheaply, that its record
@@ -16,13 +18,22 @@ record that points at a missing file.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import time
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pipeline.store.atomic import fsync_dir
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.store.atomic import fsync_dir, write_atomic
 from pipeline.store.layout import UNITS_DIR, record_file, unit_stem
+from pipeline.store.location import store_path
+from pipeline.store.manifest import commit_record
 
 EFFECTS_DIR = "effects"
 
@@ -42,6 +53,62 @@ def effects_entry(unit: int, width: int, data: bytes | None, rows: int) -> dict:
         "bytes": len(data),
         "sha256": hashlib.sha256(data).hexdigest(),
     }
+
+
+def commit_unit(
+    out: str | Path,
+    unit: int,
+    width: int,
+    table: pa.Table | None,
+    fields: dict[str, Any],
+    timing: dict[str, float],
+) -> dict[str, Any]:
+    """Write a unit's effects file (None: the unit has no windows), then its commit record
+    (`fields` plus the effects file's description, timing and time); returns the record."""
+    began = time.perf_counter()
+    out = store_path(out)
+    data = None
+    if table is not None:
+        sink = io.BytesIO()
+        pq.write_table(table, sink)
+        data = sink.getvalue()
+        write_atomic(out / effects_path(unit, width), [data])
+    rows = 0 if table is None else table.num_rows
+    record = {
+        "unit": unit,
+        "effects": effects_entry(unit, width, data, rows),
+        **fields,
+        "timing": {
+            **{k: round(v, 6) for k, v in timing.items()},
+            "write_s": round(time.perf_counter() - began, 6),
+        },
+        "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    commit_record(
+        record_file(out, unit, width),
+        record,
+        lambda r: r["effects"]["sha256"],
+        f"unit {unit} of the intervention output {out}",
+    )
+    return record
+
+
+def effects_rows(tokens: pa.Table, stage: int, columns: dict[str, np.ndarray]) -> pa.Table:
+    """One stage's effect rows of a batch: its token columns, the stage, the effects."""
+    table = tokens.append_column("stage", pa.array(np.full(tokens.num_rows, stage, dtype=np.int16)))
+    for name, values in columns.items():
+        table = table.append_column(name, pa.array(values))
+    return table
+
+
+def add_sums(sums: dict[str, list[float]], columns: dict[str, np.ndarray]) -> None:
+    """Per column [sum, count] over the finite values (loss has none at window ends): the
+    record keeps these, so the summary merges units without reading an effects file."""
+    for name, values in columns.items():
+        values = values.astype(np.float64)
+        finite = np.isfinite(values)
+        total, count = sums.get(name, [0.0, 0])
+        sums[name] = [total + float(values[finite].sum()), count + int(finite.sum())]
 
 
 def damaged_units(out: Path, units: Iterable[int], width: int, verify: bool) -> dict[int, str]:

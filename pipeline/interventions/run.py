@@ -49,11 +49,11 @@ def run_interventions(
     from pipeline.interventions.worker import InterventionWorker
 
     run = prepare_run(spec, verify=verify)
-    worker = InterventionWorker(run)
-    for index, unit in enumerate(run.pending, start=1):
-        worker.process(unit)
-        if progress:
-            print(f"unit {unit} done ({index}/{len(run.pending)})", flush=True)
+    with InterventionWorker(run) as worker:
+        for index, unit in enumerate(run.pending, start=1):
+            worker.process(unit)
+            if progress:
+                print(f"unit {unit} done ({index}/{len(run.pending)})", flush=True)
     return finish_run(run)
 
 
@@ -94,7 +94,7 @@ def finish_run(run: PreparedRun) -> InterventionResult:
             "stages": json.loads(summary.to_json(orient="records")),
         },
     )
-    (out / SUCCESS).write_text("")
+    write_json_atomic(out / SUCCESS, {"units": len(records)})  # last, and whole or absent
     return InterventionResult(
         out=out,
         units_computed=len(run.pending),

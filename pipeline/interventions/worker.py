@@ -7,43 +7,37 @@ on). Detectors at the measured and tracked layers are registered after the contr
 so they see a layer's output as it leaves the layer, interventions included: a tracked
 SAE downstream reads what the cascade upstream made of its input.
 
-Output per unit: `effects/unit-N.parquet` (one row per token and stage), then the commit
-record `units/unit-N.json` with per-stage sums for the summary and the effects file's
-size and sha256, both written atomically; a rerun recomputes a unit only when it has no
-record or its record fails the checks in `commits.py`. Free of Ray: the actor only wraps it.
+This module runs the passes and computes the effects; reading and batching the windows
+is `pipeline/replay.py`, the effect measures `effects.py`, and writing a unit's effects
+file and commit record `commits.py` (through the store's one commit protocol). The
+worker's hooks stay registered on its model for its life and are removed by `close()`
+(a `with` block does it), so a notebook's model is left as it was. Free of Ray: the
+actor only wraps it.
 """
 
 from __future__ import annotations
 
-import io
 import os
 import socket
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
 import torch
 from safetensors.torch import load
 
 from pipeline import faults
 from pipeline.hooks import Detector
 from pipeline.interventions import effects
-from pipeline.interventions.commits import effects_entry, effects_path
+from pipeline.interventions.commits import add_sums, commit_unit, effects_rows
 from pipeline.interventions.prepare import MEANS_FILE, PreparedRun
 from pipeline.interventions.steps import build_controllers, load_trackers
 from pipeline.model import LanguageModel
-from pipeline.store.atomic import write_atomic
-from pipeline.store.layout import record_file
+from pipeline.replay import Batch, batches, stored_rows, unit_windows
 from pipeline.store.location import store_path
-from pipeline.store.meta import write_json_atomic
 from pipeline.store.reader import ActivationStore
-
-TOKEN_COLUMNS = ["row", "doc_id", "window", "position", "token_id", "token"]
 
 
 class LatestOutput(Detector):
@@ -51,64 +45,6 @@ class LatestOutput(Detector):
 
     def process_activations(self, module, input, output) -> None:
         self.tensor_metadata["activations"] = output.detach()
-
-
-@dataclass
-class Batch:
-    ids_BT: torch.Tensor
-    mask_BT: torch.Tensor
-    tokens: pa.Table  # the batch's real tokens in (window, position) order
-
-
-def unit_windows(store: ActivationStore, unit: int) -> pa.Table:
-    """Token rows of every window that starts in `unit` (windows may run into later units)."""
-    start = unit * store.rows_per_unit
-    stop = min(start + store.rows_per_unit, store.num_rows)
-    table = store.tokens(slice(start, stop)).select(TOKEN_COLUMNS)
-    starts = pc.equal(table["position"], 0)
-    if not pc.any(starts).as_py():
-        return table.slice(0, 0)
-    first_window = pc.min(pc.filter(table["window"], starts)).as_py()
-    last_window = pc.max(pc.filter(table["window"], starts)).as_py()
-    tail = stop
-    while tail < store.num_rows and table["window"][-1].as_py() == last_window:
-        more = store.tokens(slice(tail, min(tail + store.rows_per_unit, store.num_rows)))
-        table = pa.concat_tables([table, more.select(TOKEN_COLUMNS)])
-        tail = min(tail + store.rows_per_unit, store.num_rows)
-    windows = table["window"]
-    keep = pc.and_(pc.greater_equal(windows, first_window), pc.less_equal(windows, last_window))
-    return table.filter(keep)
-
-
-def stored_rows(store: ActivationStore, layer: str, start: int, stop: int) -> torch.Tensor:
-    """Rows [start, stop) of a store array as float32 torch (bfloat16 bits widened by torch)."""
-    raw = store.activations(layer)[start:stop]
-    if store.meta["hooks"][layer]["logical_dtype"] == "bfloat16":
-        return torch.from_numpy(raw.view(np.int16)).view(torch.bfloat16).float()
-    return torch.from_numpy(raw).float()
-
-
-def batches(table: pa.Table, batch_size: int, pad_id: int) -> list[Batch]:
-    """Right-padded batches of `batch_size` windows."""
-    windows = table["window"].to_numpy()
-    bounds = np.flatnonzero(np.diff(windows)) + 1
-    starts = np.concatenate([[0], bounds]) if len(windows) else np.array([], dtype=np.int64)
-    stops = np.concatenate([bounds, [len(windows)]]) if len(windows) else starts
-    token_ids = table["token_id"].to_numpy().astype(np.int64)
-    result = []
-    for first in range(0, len(starts), batch_size):
-        spans = list(
-            zip(starts[first : first + batch_size], stops[first : first + batch_size], strict=True)
-        )
-        width = max(b - a for a, b in spans)
-        ids_BT = torch.full((len(spans), width), pad_id, dtype=torch.long)
-        mask_BT = torch.zeros((len(spans), width), dtype=torch.long)
-        for row, (a, b) in enumerate(spans):
-            ids_BT[row, : b - a] = torch.from_numpy(token_ids[a:b])
-            mask_BT[row, : b - a] = 1
-        tokens = table.slice(int(spans[0][0]), int(spans[-1][1] - spans[0][0]))
-        result.append(Batch(ids_BT, mask_BT, tokens))
-    return result
 
 
 @dataclass
@@ -142,8 +78,21 @@ class InterventionWorker:
         self.trackers = load_trackers(self.spec.track, self.lm)
         watched = dict.fromkeys([*run.measure, *(t.layer for t in self.spec.track)])
         self.detectors = {layer: LatestOutput(layer) for layer in watched}
-        for hook in [*self.controllers, *self.detectors.values()]:
+        self._hook_ids = [
             self.lm.layers.register_hook(hook.layer_signature, hook)
+            for hook in [*self.controllers, *self.detectors.values()]
+        ]
+
+    def close(self) -> None:
+        """Remove this worker's hooks from the model (safe to call twice)."""
+        while self._hook_ids:
+            self.lm.layers.unregister_hook(self._hook_ids.pop())
+
+    def __enter__(self) -> InterventionWorker:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     # --- one unit --------------------------------------------------------------------------
     def process(self, unit: int, attempt: int = 0) -> dict:
@@ -167,10 +116,20 @@ class InterventionWorker:
             faults.at_batch(unit, batch_index)  # tests only (pipeline/faults.py)
             per_stage = self._batch_effects(batch, stored_window, replay, timing)
             for stage, columns in per_stage.items():
-                parts.append(_with_columns(batch.tokens, stage, columns))
-                _add_sums(sums.setdefault(str(stage), {}), columns)
-        effects_table = pa.concat_tables(parts) if parts else None
-        return self._commit(unit, effects_table, sums, replay, attempt, timing)
+                parts.append(effects_rows(batch.tokens, stage, columns))
+                add_sums(sums.setdefault(str(stage), {}), columns)
+        fields = {
+            "sums": sums,
+            "replay_max_abs_error": replay,
+            "attempt": {
+                "worker": self.worker_id,
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "attempt": attempt,
+            },
+        }
+        table = pa.concat_tables(parts) if parts else None
+        return commit_unit(self.run.out, unit, self.run.unit_name_width, table, fields, timing)
 
     @contextmanager
     def _timed(self, timing: dict, name: str, sync: bool = True):
@@ -280,51 +239,3 @@ class InterventionWorker:
 
     def _tracker(self, name: str):
         return next(t for t in self.spec.track if t.name == name)
-
-    # --- output ----------------------------------------------------------------------------
-    def _commit(self, unit, table, sums, replay, attempt, timing) -> dict:
-        """Effects file first (atomic), then the commit record: the record means "done"."""
-        began = time.perf_counter()
-        out = store_path(self.run.out)
-        width = self.run.unit_name_width
-        data = None
-        if table is not None:
-            sink = io.BytesIO()
-            pq.write_table(table, sink)
-            data = sink.getvalue()
-            write_atomic(out / effects_path(unit, width), [data])
-        record = {
-            "unit": unit,
-            "effects": effects_entry(unit, width, data, 0 if table is None else table.num_rows),
-            "sums": sums,
-            "replay_max_abs_error": replay,
-            "timing": {
-                **{k: round(v, 6) for k, v in timing.items()},
-                "write_s": round(time.perf_counter() - began, 6),
-            },
-            "attempt": {
-                "worker": self.worker_id,
-                "host": socket.gethostname(),
-                "pid": os.getpid(),
-                "attempt": attempt,
-            },
-            "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        }
-        write_json_atomic(record_file(out, unit, self.run.unit_name_width), record)
-        return record
-
-
-def _with_columns(tokens: pa.Table, stage: int, columns: dict[str, np.ndarray]) -> pa.Table:
-    table = tokens.append_column("stage", pa.array(np.full(tokens.num_rows, stage, dtype=np.int16)))
-    for name, values in columns.items():
-        table = table.append_column(name, pa.array(values))
-    return table
-
-
-def _add_sums(sums: dict[str, list[float]], columns: dict[str, np.ndarray]) -> None:
-    """Per column [sum, count] over the finite values (loss has none at window ends)."""
-    for name, values in columns.items():
-        values = values.astype(np.float64)
-        finite = np.isfinite(values)
-        total, count = sums.get(name, [0.0, 0])
-        sums[name] = [total + float(values[finite].sum()), count + int(finite.sum())]

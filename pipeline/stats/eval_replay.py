@@ -1,9 +1,9 @@
 """Replay a store's windows through its own model: clean, SAE spliced, hook zero-ablated.
 
 The model is the store's (same folder and weights hash, `store_model_path` and the
-weights check of pipeline/interventions/prepare.py), windows come from
-`unit_windows` / `batches` of the intervention worker: each window that starts in a unit,
-replayed whole, once. The SAE (splice on) or a zero controller is registered only for
+weights check of pipeline/interventions/prepare.py), windows come from `unit_windows` /
+`batches` of `pipeline/replay.py` (shared with the intervention worker): each window that
+starts in a unit, replayed whole, once. The SAE (splice on) or a zero controller is registered only for
 the pass that needs it (`lm.layers.hooks`), so no hook outlives its pass.
 
 Per batch, added to the unit's `EvalSums` as [sum, count] pairs:
@@ -28,9 +28,9 @@ import torch
 
 from pipeline.hooks import FunctionController
 from pipeline.interventions import effects
-from pipeline.interventions.worker import Batch, batches, unit_windows
 from pipeline.model import LanguageModel
 from pipeline.progress import RowProgress
+from pipeline.replay import Batch, batches, unit_windows
 from pipeline.sae import Sae
 from pipeline.stats.eval import EvalSums, unit_eval_sums
 from pipeline.stats.provenance import checked_model_path, trained_on

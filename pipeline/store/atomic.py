@@ -49,7 +49,16 @@ def write_atomic(path: Path, chunks: Iterable, fsync: bool = True, exclusive: bo
 
 
 def _put_object(path: Path, chunks: Iterable, exclusive: bool) -> None:
+    """One object from `chunks`. A plain put joins them once and hands the bytes to the
+    client as they are (`pipe_file`: one PUT, or parts sliced from them when large);
+    writing through a file object would copy them into its buffer and again on upload,
+    three or four copies of every shard per hook in flight (measured: docs/performance.md,
+    "Stores on object storage"). Exclusive creates (commit records, kilobytes) go through
+    the file object, which sends `If-None-Match`."""
     counted = faults.metered(path)
+    if not exclusive and not counted:
+        path.fs.pipe_file(path.path, b"".join(chunks))
+        return
     with path.open("xb" if exclusive else "wb") as f:
         _write_chunks(f, chunks, path, counted)
         if counted:

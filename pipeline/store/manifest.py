@@ -10,11 +10,46 @@ committed; `verify()` reads the records and checks their checksums against the d
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from pipeline.store.layout import FORMAT_VERSION, UNITS_DIR, parse_unit_stem, record_file
+from pipeline.store.location import is_url
+from pipeline.store.meta import write_json_atomic
+
+
+class InconsistentCommitError(ValueError):
+    """Two attempts at one unit committed different bytes (object storage only, where the
+    second attempt's create fails and finds the first's record)."""
+
+
+def commit_record(
+    path: Path, record: dict[str, Any], identity: Callable[[dict[str, Any]], Any], what: str
+) -> None:
+    """Write a unit's commit record: the one commit protocol of stores and of the outputs
+    that follow them (intervention effects).
+
+    Locally: atomically (temp, fsync, rename); an attempt presumed dead that commits later
+    replaces the record with one naming the same files. On object storage the record is
+    created only if absent (If-None-Match): when another attempt committed first, its
+    record must name the same bytes (`identity(record)`: the data's checksums), else the
+    unit is refused as inconsistent.
+    """
+    if not is_url(path):
+        write_json_atomic(path, record)
+        return
+    try:
+        write_json_atomic(path, record, exclusive=True)
+    except FileExistsError:
+        committed = json.loads(path.read_text())
+        if identity(committed) != identity(record):
+            raise InconsistentCommitError(
+                f"{what} was committed by another attempt with different bytes: the "
+                "computation is not deterministic across attempts; verify the output "
+                "(python -m jobs.inspect) and recompute that unit"
+            ) from None
 
 
 def committed_units(root: Path) -> set[int]:

@@ -38,7 +38,7 @@ from pipeline.store.layout import (
     record_file,
 )
 from pipeline.store.location import abort_unfinished_uploads, is_url, store_path, zarr_store
-from pipeline.store.manifest import build_record, committed_units
+from pipeline.store.manifest import build_record, commit_record, committed_units
 from pipeline.store.meta import pipeline_version, read_store_json, write_json_atomic
 from pipeline.store.plan import PlanConfig
 from pipeline.store.plan_index import PlanIndex
@@ -263,7 +263,7 @@ class StoreWriter:
                 pipeline_version=pipeline_version(),
             )
             current = record_path
-            self._commit(unit, record_path, record)
+            commit_record(record_path, record, _array_checksums, f"unit {unit} of {self.root}")
         except OSError as e:
             raise UnitWriteError(
                 e.errno,
@@ -354,26 +354,6 @@ class StoreWriter:
         else:  # zarr's own (slower) path, should its shard layout ever differ from ours
             array.with_config({"write_empty_chunks": True})[start:stop] = data_RD
 
-    def _commit(self, unit: int, path: Path, record: dict[str, Any]) -> None:
-        """Write the unit's commit record. On object storage it is created only if absent
-        (If-None-Match): when another attempt committed first, its record must name the
-        same bytes (deterministic capture), else the unit is refused as inconsistent."""
-        if not is_url(path):
-            write_json_atomic(path, record)
-            return
-        try:
-            write_json_atomic(path, record, exclusive=True)
-        except FileExistsError:
-            committed = json.loads(path.read_text())
-            ours = {name: entry["sha256"] for name, entry in record["arrays"].items()}
-            theirs = {name: entry["sha256"] for name, entry in committed["arrays"].items()}
-            if ours != theirs:
-                raise ValueError(
-                    f"unit {unit} of {self.root} was committed by another attempt with "
-                    "different bytes: the capture is not deterministic across attempts; "
-                    "verify the store (python -m jobs.inspect) and recompute that unit"
-                ) from None
-
     def _remove_stale_temps(self) -> None:
         """Temps left by killed attempts (hidden, so no reader ever saw them); on object
         storage, the multipart uploads they left unfinished."""
@@ -384,3 +364,8 @@ class StoreWriter:
             path.unlink(missing_ok=True)
         for path in (self.root / ZARR_DIR).rglob("*.partial"):
             path.unlink(missing_ok=True)
+
+
+def _array_checksums(record: dict[str, Any]) -> dict[str, str]:
+    """What identifies a store unit's bytes: each hook's shard sha256."""
+    return {name: entry["sha256"] for name, entry in record["arrays"].items()}

@@ -177,7 +177,7 @@ def comparable(rel: str, path: Path) -> bytes | dict:
     """The file's bytes, or for files with timestamps its JSON without the volatile fields."""
     key = "units" if rel.startswith("units/") else rel
     data = path.read_bytes()
-    if key not in _VOLATILE or not data:  # an intervention's _SUCCESS is empty
+    if key not in _VOLATILE or not data:  # an empty file has no JSON
         return data
     payload = json.loads(data)
     for field in _VOLATILE[key]:

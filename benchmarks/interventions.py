@@ -7,6 +7,12 @@ Parquet table and the commit record. The baseline here is exactly those 1 + S ba
 forward passes (no hooks, no effects) over the same batches, so the ratio is what the
 intervention machinery keeps of the model's own speed.
 
+Both sides run the same forward path, `forward_ids` (no KV cache: `use_cache=False`; the
+whole model, since the effects need its output), so the ratio compares equal work. The
+baseline runs on a second replica loaded the same way, because the worker registers its
+controllers and detectors on its own model for good and they would run in a baseline
+there too.
+
 Models: the embedded MiniLM (encoder: output cosine instead of logits) and a GPT-2-small
 shape with random weights (causal: the vocabulary-wide effects are the extra cost).
 Target (ours, no issue names one): >= 0.85 of the bare passes on CPU.
@@ -21,13 +27,15 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.gpu import repeated_pydoc_jsonl
-from pipeline.bench.models import gpt2_small_folder
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.corpora import repeated_pydoc_jsonl
+from benchmarks.models import gpt2_small_folder
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.capture import CaptureConfig, capture
 from pipeline.interventions import spec_from_dict
 from pipeline.interventions.prepare import prepare_run
-from pipeline.interventions.worker import InterventionWorker, batches, unit_windows
+from pipeline.interventions.worker import InterventionWorker
+from pipeline.model import LanguageModel
+from pipeline.replay import batches, unit_windows
 from pipeline.store.corpus import CorpusConfig
 
 BREAKDOWNS: list[str] = []  # where an intervention round's time went, per model
@@ -74,10 +82,14 @@ def measure(
         if lm.device.type == "cuda":
             torch.cuda.synchronize(lm.device)
 
+    bare_lm = LanguageModel.from_pretrained(
+        run.model_path, device=spec.device, dtype=run.model_dtype
+    )
+
     def bare():
         for ids, mask in all_batches:
             for _ in range(passes):
-                lm.model(input_ids=ids, attention_mask=mask)
+                bare_lm.inference.forward_ids(ids, mask)
         sync()
 
     def intervene():

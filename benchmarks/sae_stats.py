@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.capture import CaptureConfig, capture
 from pipeline.sae import TopKSae
 from pipeline.stats.sae_stats import sae_feature_stats

@@ -21,22 +21,9 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.models import gpt2_small_folder, tiny_gpt2_folder
-from pipeline.bench.timing import interleaved, markdown_table
-
-TOKENS_PER_COPY = 124_000  # MiniLM tokens of one copy of the pydoc topics (measured)
-
-
-def pydoc_jsonl(path: Path, num_tokens: int) -> Path:
-    """The pydoc topics repeated until the corpus holds about `num_tokens` tokens."""
-    from pydoc_data.topics import topics
-
-    lines = [json.dumps({"text": topics[name]}) + "\n" for name in sorted(topics)]
-    with open(path, "w") as f:
-        for _ in range(max(1, round(num_tokens / TOKENS_PER_COPY))):
-            f.writelines(lines)
-    return path
-
+from benchmarks.corpora import pydoc_jsonl
+from benchmarks.models import gpt2_small_folder, tiny_gpt2_folder
+from benchmarks.timing import interleaved, markdown_table
 
 _CAPTURE_SCRIPT = textwrap.dedent(
     """
@@ -250,7 +237,7 @@ def planning_rows(workdir: Path, num_tokens: int, rounds: int) -> list[list]:
 def capture_call_rows(workdir: Path, rounds: int, threads: int) -> list[list]:
     """The whole capture call (planning included, model loaded once outside) against
     tokenizing the same documents plus the bare truncated forward on the same batches."""
-    from pipeline.bench.capture import unit_batches
+    from benchmarks.capture import unit_batches
     from pipeline.capture.config import CaptureConfig
     from pipeline.capture.model_setup import deepest_hook, load_model
     from pipeline.capture.prepare import prepare_capture

@@ -19,7 +19,7 @@ import ctypes
 
 import torch
 
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.sae.architectures import TopKSae
 
 M_TRIM_THRESHOLD = -1  # mallopt parameters, from glibc's <malloc.h>

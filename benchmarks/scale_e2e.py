@@ -20,8 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from pipeline.bench.models import tiny_gpt2_folder
-from pipeline.bench.scale import pydoc_jsonl
+from benchmarks.corpora import pydoc_jsonl
+from benchmarks.models import tiny_gpt2_folder
 
 
 def capture_args(model: Path, corpus: Path, out: Path) -> list[str]:

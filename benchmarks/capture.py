@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from pipeline.bench.models import gpt2_small_folder
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.models import gpt2_small_folder
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook
 from pipeline.capture.prepare import prepare_capture

@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from pipeline.bench.timing import interleaved, markdown_table
+from benchmarks.timing import interleaved, markdown_table
 from pipeline.hooks import LayerActivationDetector
 from pipeline.model import LanguageModel
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.bench.timing import markdown_table
+from benchmarks.timing import markdown_table
 from pipeline.model.defaults import default_model_path
 from pipeline.store.corpus import Corpus, CorpusConfig
 from pipeline.store.plan import PlanConfig
