@@ -1,14 +1,14 @@
 """Encoding throughput of `TopKSae` against a bare `x @ W_enc` of the same shapes.
 
 Default shape: MiniLM width (d=384), 4x expansion (1536 latents), k=32, 4096 rows.
-Target (issue 5): `encode_topk` runs at >= 70% of the bare matmul's rows per second on CPU.
+Target (issue 5): `encode_sparse` runs at >= 70% of the bare matmul's rows per second on CPU.
 `run()` is the `python -m jobs.benchmark` entry point; `encode_throughput()` returns the
 numbers for other callers.
 
 On CPU the benchmark first stops glibc from handing freed heap memory back to the kernel
-(`keep_freed_memory`). Without that about one process in three measured `encode_topk`
+(`keep_freed_memory`). Without that about one process in three measured `encode_sparse`
 at 0.58-0.63 instead of 0.76-0.78: not because anything ran slower, but because glibc
-shrank the heap after every round and each `encode_topk` faulted its 24 MiB
+shrank the heap after every round and each `encode_sparse` faulted its 24 MiB
 pre-activation buffer back in (6144 fresh pages, 6-8 ms) while the baseline kept reusing a
 warm buffer. See `keep_freed_memory` for how that state arises.
 """
@@ -34,12 +34,12 @@ def keep_freed_memory() -> bool:
     Why: each case allocates and frees a fresh [N, F] output (24 MiB at the default shape).
     glibc serves such blocks from its heap once one has been freed, and gives the top of
     the heap back to the kernel as soon as more than twice that size (48 MiB) lies free
-    there. Whether the baseline's output and `encode_topk`'s pre-activations end up freed
+    there. Whether the baseline's output and `encode_sparse`'s pre-activations end up freed
     side by side at the top depends on the heap layout left by the warm-up, which varies
     between processes (it diverges during numba's first call; neither the hash seed nor
     address randomisation decides it). Where they do, the heap shrinks by 48 MiB after
-    every round and `encode_topk`'s `addmm` faults 6144 fresh pages back in (6-8 ms, ~25%
-    of `encode_topk`) while the bare matmul reuses a warm block: the benchmark then
+    every round and `encode_sparse`'s `addmm` faults 6144 fresh pages back in (6-8 ms, ~25%
+    of `encode_sparse`) while the bare matmul reuses a warm block: the benchmark then
     measures glibc's trimming, not the encoder. Fixed thresholds keep blocks up to 32 MiB
     on the heap and the heap from shrinking, so every case runs on warm memory, as it
     already did in most processes (the baseline is not slowed; larger shapes are mmapped
@@ -63,7 +63,7 @@ def encode_throughput(
     threads: int | None = None,
     device: str = "cpu",
 ) -> dict[str, float]:
-    """Rows per second of the bare matmul, `encode_topk` and `encode`, and their ratios."""
+    """Rows per second of the bare matmul, `encode_sparse` and `encode`, and their ratios."""
     if threads:
         torch.set_num_threads(threads)
     if device == "cpu":
@@ -85,7 +85,7 @@ def encode_throughput(
     timings = interleaved(
         {
             "matmul": timed(lambda: x_ND @ w_DF),
-            "encode_topk": timed(lambda: sae.encode_topk(x_ND)),
+            "encode_sparse": timed(lambda: sae.encode_sparse(x_ND)),
             "encode": timed(lambda: sae.encode(x_ND)),
         },
         rounds=rounds,
@@ -93,9 +93,9 @@ def encode_throughput(
     rates = {name: num_rows / timing.median for name, timing in timings.items()}
     return {
         "matmul_rows_per_s": rates["matmul"],
-        "encode_topk_rows_per_s": rates["encode_topk"],
+        "encode_sparse_rows_per_s": rates["encode_sparse"],
         "encode_rows_per_s": rates["encode"],
-        "encode_topk_ratio": rates["encode_topk"] / rates["matmul"],
+        "encode_sparse_ratio": rates["encode_sparse"] / rates["matmul"],
         "encode_ratio": rates["encode"] / rates["matmul"],
     }
 
@@ -104,7 +104,11 @@ def run(rounds: int = 7, threads: int | None = None, device: str = "cpu") -> str
     result = encode_throughput(rounds=rounds, threads=threads, device=device)
     rows = [
         ["x @ W_enc (baseline)", result["matmul_rows_per_s"], 1.0],
-        ["TopKSae.encode_topk", result["encode_topk_rows_per_s"], result["encode_topk_ratio"]],
+        [
+            "TopKSae.encode_sparse",
+            result["encode_sparse_rows_per_s"],
+            result["encode_sparse_ratio"],
+        ],
         ["TopKSae.encode (dense)", result["encode_rows_per_s"], result["encode_ratio"]],
     ]
     return markdown_table(["case (4096 x 384 -> 1536, k=32)", "rows/s", "vs matmul"], rows)

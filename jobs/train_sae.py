@@ -143,9 +143,17 @@ def train_job(args: argparse.Namespace) -> int:
         seed=args.seed,
         normalize_activations=args.normalize_activations,
     )
-    from pipeline.store.location import resolve
+    from pipeline.store.location import resolve, store_path
 
     out = resolve(args.out)  # a local folder, or a prefix on s3://
+    on_checkpoint = None
+    if args.eval_units:
+        from pipeline.stats.checkpoint_eval import checkpoint_evaluator
+
+        on_checkpoint = checkpoint_evaluator(
+            resolve(args.store), args.hook, args.eval_units, store_path(out), args.partial,
+            args.device,
+        )  # fmt: skip
     trainer = train_sae_from_store(
         args.store,
         args.hook,
@@ -156,7 +164,7 @@ def train_job(args: argparse.Namespace) -> int:
         device=args.device,
         partial=args.partial,
         overwrite=args.overwrite,
-        eval_units=args.eval_units,
+        on_checkpoint=on_checkpoint,
     )
     print(f"trained to step {trainer.step}; SAE saved to {out}/sae")
     return 0

@@ -1,8 +1,12 @@
 """Activation capture for interpretability: hooks, stores, Ray capture, SAEs.
 
-The public names below are the stable API; see README.md and docs/.
+The public names below are the stable API; see README.md and docs/. The main entry
+points: `capture(CaptureConfig(...))` writes a store (`pipeline.distributed.run_capture`
+on Ray), `ActivationStore.open(path)` reads one, `load_spec` + `run_interventions` replay
+it with interventions, `load_sae` loads an SAE folder.
 """
 
+from pipeline.capture import CaptureConfig, capture
 from pipeline.hooks import (
     ActivationThresholdController,
     ConditionalPipeline,
@@ -18,13 +22,17 @@ from pipeline.hooks import (
     PipelineController,
     TokenPositionController,
 )
+from pipeline.interventions import load_spec, run_interventions
 from pipeline.model import LanguageModel, default_model_path
 from pipeline.sae import JumpReluSae, ReluSae, Sae, SparseCodes, TopKSae, load_sae
+from pipeline.store import ActivationStore
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationStore",
     "ActivationThresholdController",
+    "CaptureConfig",
     "ConditionalPipeline",
     "Controller",
     "Detector",
@@ -43,6 +51,9 @@ __all__ = [
     "SparseCodes",
     "TokenPositionController",
     "TopKSae",
+    "capture",
     "default_model_path",
     "load_sae",
+    "load_spec",
+    "run_interventions",
 ]

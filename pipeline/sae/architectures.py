@@ -57,14 +57,11 @@ class TopKSae(Sae):
         values_NK = values_NK.relu_() if _can_write_inplace(values_NK) else values_NK.relu()
         return values_NK, indices_NK
 
-    def encode_topk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [..., k], indices [..., k]) in no particular order; no dense [N, F] codes built."""
         x_ND, lead = self._rows(x)
         values_NK, indices_NK = self._topk(self.pre_activations(x_ND))
         return values_NK.reshape(*lead, self.k), indices_NK.reshape(*lead, self.k)
-
-    def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.encode_topk(x)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Dense codes [..., F] with at most (in practice exactly) k non-zeros per row."""

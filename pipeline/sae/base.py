@@ -228,12 +228,8 @@ class Sae(nn.Module, Detector, Controller):
             )
         self.tokenizer = lm.tokenizer
 
-    @property
-    def latest_codes(self) -> SparseCodes | None:
-        """Codes of the last batch's real tokens (of the layer's original output)."""
-        return self._latest
-
     def get_captured(self) -> SparseCodes | None:
+        """Codes of the last batch's real tokens (of the layer's original output)."""
         return self._latest
 
     def clear_captured(self) -> None:
@@ -347,27 +343,17 @@ class Sae(nn.Module, Detector, Controller):
             kwargs["k"] = config.k
         return sae_cls(config.n_latents, config.n_inputs, **kwargs)
 
-    @classmethod
-    def load(
-        cls,
-        path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
-    ) -> Sae:
-        """Load an SAE folder (ours or SAELens's); `dtype` defaults to the folder's."""
-        config, tensors, cfg_dtype = read_sae_folder(path)
-        dtype = dtype or cfg_dtype or tensors["W_enc"].dtype
-        sae = cls.from_config(config, dtype=dtype, device=device)
-        sae.load_state_dict(tensors)
-        return sae
-
 
 def load_sae(
     path: str | Path, *, device: str | torch.device | None = None, dtype: torch.dtype | None = None
 ) -> Sae:
-    """Load any SAE folder: the class follows `cfg.json`'s `architecture`."""
-    return Sae.load(path, device=device, dtype=dtype)
+    """Load any SAE folder, ours or SAELens's, local or on s3://: the class follows
+    `cfg.json`'s `architecture`; `dtype` defaults to the folder's."""
+    config, tensors, cfg_dtype = read_sae_folder(path)
+    dtype = dtype or cfg_dtype or tensors["W_enc"].dtype
+    sae = Sae.from_config(config, dtype=dtype, device=device)
+    sae.load_state_dict(tensors)
+    return sae
 
 
 def layer_output_width(lm, layer_signature: str | int) -> int:

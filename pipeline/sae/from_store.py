@@ -10,12 +10,13 @@ import difflib
 import hashlib
 import json
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from pipeline.sae.base import Sae
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, checkpoint_step, train_sae
 from pipeline.store.location import require_bucket, resolve
 from pipeline.store.location import store_path as location
@@ -104,13 +105,13 @@ def train_sae_from_store(
     device: str | torch.device = "cpu",
     partial: bool = False,
     overwrite: bool = False,
-    eval_units: int = 0,
+    on_checkpoint: Callable[[int, Sae], None] | None = None,
 ) -> SaeTrainer:
     """`train_sae` on one hook's rows of an activation store (read with `ActivationStore`).
 
-    `eval_units` > 0: at every checkpoint the SAE is evaluated spliced into the store's
-    model on its first `eval_units` units (CE loss recovered and KL for causal LMs;
-    `pipeline/stats/checkpoint_eval.py`), logged to OUT/checkpoint_evals.jsonl.
+    `on_checkpoint(step, sae)` runs after every checkpoint (`jobs.train_sae --eval-units`
+    passes the evaluation of `pipeline/stats/checkpoint_eval.py`: the SAE spliced into the
+    store's model, logged to OUT/checkpoint_evals.jsonl).
 
     An unfinished store is refused unless `partial` (then: its committed units' rows only).
     `out_dir` must be new, empty, or hold this kind of run: an earlier run there is
@@ -125,15 +126,6 @@ def train_sae_from_store(
             f"closest: {', '.join(close)}" if close else f"the store has: {', '.join(store.hooks)}"
         )
         raise ValueError(f"hook {hook!r} is not in the store at {store_path}; {hint}")
-    on_checkpoint = None
-    if eval_units:
-        if out_dir is None:
-            raise ValueError("eval_units needs out_dir: the evaluations are logged there")
-        from pipeline.stats.checkpoint_eval import checkpoint_evaluator  # stats imports sae
-
-        on_checkpoint = checkpoint_evaluator(
-            store_path, hook, eval_units, location(out_dir), partial, str(device)
-        )
     if out_dir is not None:  # last of the checks: --overwrite deletes the earlier run
         require_bucket(location(out_dir), "the training run")
         claim_training_output(location(out_dir), resume, overwrite)

@@ -48,21 +48,31 @@ def write_atomic(path: Path, chunks: Iterable, fsync: bool = True, exclusive: bo
         raise
 
 
+UPLOAD_PART = 8 << 20  # bytes an object upload holds: its parts are this size
+
+
 def _put_object(path: Path, chunks: Iterable, exclusive: bool) -> None:
-    """One object from `chunks`. A plain put joins them once and hands the bytes to the
-    client as they are (`pipe_file`: one PUT, or parts sliced from them when large);
-    writing through a file object would copy them into its buffer and again on upload,
-    three or four copies of every shard per hook in flight (measured: docs/performance.md,
-    "Stores on object storage"). Exclusive creates (commit records, kilobytes) go through
-    the file object, which sends `If-None-Match`."""
+    """One object from `chunks`, sent in parts of UPLOAD_PART bytes.
+
+    The chunks are handed to the client a part at a time (memoryview slices, no copy), so
+    an upload buffers about one part, not the object: writing a shard through a file
+    object in one call, or joining it into one bytes object for a single PUT, holds the
+    whole shard again (or twice, with the socket's send buffer) per hook in flight
+    (measured: docs/performance.md, "Stores on object storage"). Objects under one part
+    go as one PUT; `exclusive` sends `If-None-Match` (commit records).
+    """
     counted = faults.metered(path)
-    if not exclusive and not counted:
-        path.fs.pipe_file(path.path, b"".join(chunks))
-        return
-    with path.open("xb" if exclusive else "wb") as f:
-        _write_chunks(f, chunks, path, counted)
+    with path.fs.open(path.path, "xb" if exclusive else "wb", block_size=UPLOAD_PART) as f:
+        _write_chunks(f, _parts(chunks), path, counted)
         if counted:
             faults.before_rename(path)  # the upload completes as the file closes
+
+
+def _parts(chunks: Iterable) -> Iterable:
+    for chunk in chunks:
+        view = memoryview(chunk).cast("B")
+        for start in range(0, len(view), UPLOAD_PART):
+            yield view[start : start + UPLOAD_PART]
 
 
 def _write_chunks(f, chunks: Iterable, path: Path, counted: bool) -> None:

@@ -53,7 +53,7 @@ def test_attach_sae_keeps_a_float32_sae_float32_on_a_bfloat16_model(tiny_gpt2_pa
     sae = small_sae()
     lm.attach_sae(sae, layer_signature=LAYER)
     lm.inference.execute_inference(["Hello, world!"])
-    assert sae.dtype == torch.float32 and sae.latest_codes.values_NK.dtype == torch.float32
+    assert sae.dtype == torch.float32 and sae.get_captured().values_NK.dtype == torch.float32
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device to move to")
@@ -63,4 +63,4 @@ def test_attach_sae_moves_a_cpu_sae_onto_the_cuda_model(tiny_gpt2_path):
     lm.attach_sae(sae, layer_signature=LAYER)
     assert sae.device.type == "cuda" and sae.dtype == torch.float32
     outputs, _ = lm.inference.execute_inference(["Hello, world!"])
-    assert sae.latest_codes is not None and outputs.logits.device.type == "cuda"
+    assert sae.get_captured() is not None and outputs.logits.device.type == "cuda"

@@ -52,7 +52,7 @@ def test_topk_encode_follows_the_formula_and_keeps_k_codes():
         codes = sae.encode(x)
         torch.testing.assert_close(codes, expected)
         assert torch.equal((codes != 0).sum(1), torch.full((40,), 5))
-        values, indices = sae.encode_topk(x)
+        values, indices = sae.encode_sparse(x)
         assert values.shape == indices.shape == (40, 5)
         assert torch.equal(torch.zeros_like(codes).scatter(1, indices, values), codes)
         torch.testing.assert_close(sae.decode(codes), codes @ sae.W_dec + sae.b_dec)
@@ -64,7 +64,7 @@ def test_encode_keeps_leading_dimensions():
     x = torch.randn(2, 5, 8)
     with torch.no_grad():
         assert sae.encode(x).shape == (2, 5, 32)
-        assert sae.encode_topk(x)[0].shape == (2, 5, 3)
+        assert sae.encode_sparse(x)[0].shape == (2, 5, 3)
         assert sae.forward(x).shape == (2, 5, 8)
 
 

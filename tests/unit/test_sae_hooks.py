@@ -50,7 +50,7 @@ def test_attached_sae_without_edits_leaves_logits_bit_identical(tiny_lm, kind):
     sae = make_sae(kind)
     tiny_lm.attach_sae(sae, layer_signature=LAYER)
     assert torch.equal(logits(tiny_lm), baseline)
-    assert sae.latest_codes is not None
+    assert sae.get_captured() is not None
 
 
 def test_detach_sae_removes_the_hook(tiny_lm):
@@ -66,7 +66,7 @@ def test_detach_sae_removes_the_hook(tiny_lm):
 def test_topk_codes_have_exactly_k_nonzeros_per_real_token(tiny_lm):
     sae = make_sae("topk")
     x, _, mask = around_sae(tiny_lm, sae)
-    codes = sae.latest_codes
+    codes = sae.get_captured()
     assert codes.values_NK.shape == (int(mask.sum()), 8)
     assert torch.equal((codes.values_NK > 0).sum(1), torch.full((len(codes),), 8))
     assert torch.equal((sae.encode(x[mask]) != 0).sum(1), torch.full((len(codes),), 8))
@@ -75,7 +75,7 @@ def test_topk_codes_have_exactly_k_nonzeros_per_real_token(tiny_lm):
 def test_codes_exclude_padding_and_map_back_to_batch_and_position(tiny_lm):
     sae = make_sae("topk")
     x, _, mask = around_sae(tiny_lm, sae)
-    codes = sae.latest_codes
+    codes = sae.get_captured()
     assert not mask.all()  # the batch really is padded
     assert torch.equal(
         mask[codes.batch_N, codes.position_N], torch.ones(len(codes), dtype=torch.bool)
@@ -86,11 +86,11 @@ def test_codes_exclude_padding_and_map_back_to_batch_and_position(tiny_lm):
 def test_scaling_a_latent_changes_the_output_only_along_its_decoder_row(tiny_lm):
     sae = make_sae("topk")
     around_sae(tiny_lm, sae)
-    plain_codes = sae.latest_codes
+    plain_codes = sae.get_captured()
     latent = int(plain_codes.indices_NK[0, 0])  # active on the first token
     sae.concepts.manipulate_concept(neuron_idx=latent, scale=3.0)
     x, edited, mask = around_sae(tiny_lm, sae)
-    codes = sae.latest_codes
+    codes = sae.get_captured()
     assert torch.equal(codes.values_NK, plain_codes.values_NK)  # every latent's code as before
     assert torch.equal(codes.indices_NK, plain_codes.indices_NK)
     z_N = codes.latent(latent)
@@ -104,7 +104,7 @@ def test_scaled_latent_changes_logits(tiny_lm):
     sae = make_sae("topk")
     tiny_lm.attach_sae(sae, layer_signature=LAYER)
     logits(tiny_lm)
-    sae.concepts.manipulate_concept(neuron_idx=int(sae.latest_codes.indices_NK[0, 0]), scale=4.0)
+    sae.concepts.manipulate_concept(neuron_idx=int(sae.get_captured().indices_NK[0, 0]), scale=4.0)
     assert not torch.equal(logits(tiny_lm), baseline)
     sae.concepts.reset()
     assert torch.equal(logits(tiny_lm), baseline)
@@ -117,7 +117,7 @@ def test_set_and_scale_several_latents_add_each_latents_change(tiny_lm, kind):
     sae.concepts.set_concepts({11: 1.5, 5: 0.25})  # the last edit of latent 5 wins
     assert sae.concepts.edits == {5: ("set", 0.25), 7: ("scale", 0.0), 11: ("set", 1.5)}
     x, edited, mask = around_sae(tiny_lm, sae)
-    dense = sae.latest_codes.to_dense()
+    dense = sae.get_captured().to_dense()
     change = torch.zeros_like(dense)
     change[:, 5] = 0.25 - dense[:, 5]
     change[:, 7] = -dense[:, 7]
@@ -132,7 +132,7 @@ def test_without_controllers_output_is_identical_and_codes_are_captured(tiny_lm)
     tiny_lm.attach_sae(sae, layer_signature=LAYER)
     sae.concepts.set_concept(2, 10.0)
     assert torch.equal(logits(tiny_lm, with_controllers=False), baseline)
-    assert sae.latest_codes is not None and len(sae.latest_codes) > 0
+    assert sae.get_captured() is not None and len(sae.get_captured()) > 0
     assert not torch.equal(logits(tiny_lm), baseline)
 
 
@@ -159,8 +159,8 @@ def test_float32_sae_on_bfloat16_model(tiny_gpt2_path):
     sae = make_sae("topk")
     x, _, mask = around_sae(lm, sae)
     assert x.dtype == torch.bfloat16
-    assert sae.latest_codes.values_NK.dtype == torch.float32
-    torch.testing.assert_close(sae.latest_codes.to_dense(), sae.encode(x[mask].float()))
+    assert sae.get_captured().values_NK.dtype == torch.float32
+    torch.testing.assert_close(sae.get_captured().to_dense(), sae.encode(x[mask].float()))
     lm.attach_sae(sae, layer_signature=LAYER)
     assert torch.equal(logits(lm), baseline)
     sae.concepts.set_concept(1, 3.0)

@@ -27,7 +27,7 @@ def test_on_the_input_of_block_2_it_sees_what_block_1_outputs(tiny_lm):
         plain, _ = tiny_lm.inference.execute_inference(text)
         assert torch.equal(plain.logits, base.logits), "an unedited SAE changes nothing"
         torch.testing.assert_close(
-            on_input.latest_codes.to_dense(), on_output.latest_codes.to_dense()
+            on_input.get_captured().to_dense(), on_output.get_captured().to_dense()
         )
         on_input.concepts.set_concept(7, 3.0)
         edited_on_input, _ = tiny_lm.inference.execute_inference(text)

@@ -28,7 +28,7 @@ def seed_where_latent_42_fires(lm) -> int:
     acts = detector.get_captured()[0]
     for seed in range(1000):
         torch.manual_seed(seed)
-        values, indices = _TopKSae(n_latents=512, n_inputs=768, k=8).encode_topk(acts)
+        values, indices = _TopKSae(n_latents=512, n_inputs=768, k=8).encode_sparse(acts)
         if bool(((indices == 42) & (values > 0)).any()):
             return seed
     raise AssertionError("no seed below 1000 makes latent 42 fire on 'Hello, world!'")
@@ -50,7 +50,7 @@ def test_sae_section_modifies_activations_through_latent_42(lm):
     # --- end of the page ---
 
     assert isinstance(sae, Detector) and isinstance(sae, Controller)
-    assert bool((sae.latest_codes.latent(42) > 0).any())
+    assert bool((sae.get_captured().latent(42) > 0).any())
     assert not torch.equal(outputs.logits, baseline.logits)
     top = sae.concepts.get_top_texts(42)
     assert top and top[0].text == "Hello, world!" and top[0].score > 0

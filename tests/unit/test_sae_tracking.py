@@ -40,7 +40,7 @@ def test_top_texts_over_many_batches_match_a_brute_force_ranking(tiny_lm):
     seen, all_texts = [], []
     for batch in snippets():
         tiny_lm.inference.execute_inference(batch)
-        seen.append((sae.latest_codes, len(batch)))
+        seen.append((sae.get_captured(), len(batch)))
         all_texts.extend(batch)
     for latent in range(sae.n_latents):
         expected = brute_force_top(seen, all_texts, latent)

@@ -90,7 +90,7 @@ def test_auxk_loss_gives_dead_latents_a_gradient(aux_coef):
     x = torch.randn(4, 8)
     before = trainer.sae.W_enc.detach().clone()
     with torch.no_grad():
-        fired = trainer.sae.encode_topk(x)[1].unique()
+        fired = trainer.sae.encode_sparse(x)[1].unique()
     metrics = trainer.train_step(x)
     assert metrics["dead_fraction"] >= (64 - 8) / 64
     changed = (trainer.sae.W_enc.detach() != before).any(0)
