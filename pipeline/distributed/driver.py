@@ -21,7 +21,7 @@ from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
 from pipeline.distributed.local_ray import join_ray, start_local_ray
 from pipeline.distributed.planning import ray_planner
-from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
+from pipeline.distributed.pool import ActorPool, check_actor_resources
 
 
 def ensure_ray() -> None:
@@ -69,14 +69,12 @@ def run_capture(
             meter.advance(stop - start)
 
     try:
-        compute_s = run_units_on_actors(
+        pool = ActorPool(
             lambda worker_id: start_actor(config, store_path, worker_id),
-            pending,
             num_actors=config.num_workers,
             in_flight_per_actor=config.units_in_flight_per_worker,
-            max_retries=config.max_retries,
-            on_done=advance,
         )
+        compute_s = pool.run(pending, config.max_retries, on_done=advance)
     finally:
         if meter is not None:
             meter.close()

@@ -14,7 +14,7 @@ import ray
 
 from pipeline import faults
 from pipeline.distributed.driver import ensure_ray
-from pipeline.distributed.pool import check_actor_resources, run_units_on_actors
+from pipeline.distributed.pool import ActorPool, check_actor_resources
 from pipeline.interventions.prepare import PreparedRun, prepare_run
 from pipeline.interventions.run import InterventionResult, finish_run
 from pipeline.interventions.spec import InterventionSpec
@@ -57,12 +57,10 @@ def run_interventions_on_ray(
         if progress:
             print(f"unit {unit} done ({index}/{len(run.pending)})", flush=True)
 
-    run_units_on_actors(
+    pool = ActorPool(
         lambda worker_id: remote_actor.remote(run_ref, worker_id),
-        list(run.pending),
         num_actors=spec.num_workers,
         in_flight_per_actor=1,
-        max_retries=spec.max_retries,
-        on_done=report,
     )
+    pool.run(list(run.pending), spec.max_retries, on_done=report)
     return finish_run(run)

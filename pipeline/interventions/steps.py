@@ -26,7 +26,8 @@ from pipeline.interventions.spec import (
 )
 from pipeline.model import LanguageModel
 from pipeline.sae import load_sae
-from pipeline.sae.base import Sae, layer_output_width
+from pipeline.sae.base import Sae
+from pipeline.sae.hooking import layer_output_width
 from pipeline.sae.io import CONFIG_FILE, config_from_cfg
 from pipeline.store.location import store_path
 

@@ -5,10 +5,12 @@ imported here, so importing SAEs does not import the store stack (zarr, pyarrow)
 """
 
 from pipeline.sae.architectures import JumpReluSae, ReluSae, TopKSae
-from pipeline.sae.base import Sae, SparseCodes, layer_output_width, load_sae
+from pipeline.sae.base import Sae, load_sae
 from pipeline.sae.buffer import mixing_buffer
+from pipeline.sae.codes import SparseCodes
 from pipeline.sae.concepts import Concepts
 from pipeline.sae.config import SaeConfig
+from pipeline.sae.hooking import layer_output_width
 from pipeline.sae.select import topk_rows
 from pipeline.sae.tracking import TextTracker, TopText
 from pipeline.sae.trainer import SaeTrainer, TrainerConfig, train_sae

@@ -1,6 +1,6 @@
 """Top activating texts per latent, bounded however many batches stream past.
 
-The ranking itself is `TopKExamples` (pipeline.hooks.accumulators): per latent the
+The ranking itself is `TopKExamples` (pipeline.accumulators): per latent the
 `top_k` largest codes with a global token id, ties broken by the earlier token. It is fed
 straight from the sparse codes (only positive entries, one candidate each), never a
 dense [N, F] matrix and never a Python object per token.
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from pipeline.hooks.accumulators import TopKExamples
+from pipeline.accumulators import TopKExamples
 from pipeline.model.render import TokenRenderer
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.hooks.accumulators import TopKExamples, uniform_keys
+from pipeline.accumulators import TopKExamples, uniform_keys
 
 ACTIVATION_BIN_EDGES = np.logspace(-4, 4, 81)  # B + 1 edges: ten bins per decade
 NUM_BINS = len(ACTIVATION_BIN_EDGES) - 1

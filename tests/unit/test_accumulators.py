@@ -1,4 +1,4 @@
-"""Unit tests for pipeline.hooks.accumulators: bounded state, exact merges, numpy agreement.
+"""Unit tests for pipeline.accumulators: bounded state, exact merges, numpy agreement.
 
 Shape legend: N rows, D features, K non-zeros per sparse row, F features, S kept per feature.
 """
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.hooks.accumulators import (
+from pipeline.accumulators import (
     LastNBatches,
     ReservoirSample,
     RunningMoments,

@@ -17,7 +17,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 PIPELINE = ROOT / "pipeline"
 LAYERS = (
-    "store", "hooks", "model", "sae", "capture", "interventions", "stats", "distributed",
+    "store", "accumulators", "hooks", "model", "sae", "capture", "interventions", "stats", "distributed",
     "report",
 )  # fmt: skip
 SHARED = ("checks", "file_formats", "faults", "progress", "replay")
