@@ -43,3 +43,30 @@ lint: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
+
+# The tools that `python -m jobs.benchmark alternatives` compares with our capture
+# (docs/performance.md), each in its own venv under .venv-alt/ (git-ignored), never in .venv.
+# torch stays on the pinned CPU wheel; torchvision stays out. mi-crow declares `overcomplete`
+# (which pulls torchvision and timm: transformers then fails to import any model) and numpy<2
+# (while the newest pyarrow needs numpy 2), so it is installed without its declared
+# dependencies, beside the ones its activation-saving path imports.
+ALT_VENV := .venv-alt
+ALT_PIN := -c benchmarks/alternatives/constraints.txt
+.PHONY: bench-alternatives
+bench-alternatives: $(ALT_VENV)/sae-lens/.installed $(ALT_VENV)/mi-crow/.installed
+
+$(ALT_VENV)/sae-lens/.installed: benchmarks/alternatives/constraints.txt
+	test -x $(ALT_VENV)/sae-lens/bin/python || $(PYTHON) -m venv $(ALT_VENV)/sae-lens
+	$(ALT_VENV)/sae-lens/bin/python -m pip install -q --upgrade pip
+	$(ALT_VENV)/sae-lens/bin/python -m pip install -q $(ALT_PIN) torch==2.13.0 'sae-lens>=6,<7'
+	! $(ALT_VENV)/sae-lens/bin/python -m pip show -q torchvision 2>/dev/null
+	touch $@
+
+$(ALT_VENV)/mi-crow/.installed: benchmarks/alternatives/constraints.txt
+	test -x $(ALT_VENV)/mi-crow/bin/python || $(PYTHON) -m venv $(ALT_VENV)/mi-crow
+	$(ALT_VENV)/mi-crow/bin/python -m pip install -q --upgrade pip
+	$(ALT_VENV)/mi-crow/bin/python -m pip install -q $(ALT_PIN) torch==2.13.0 'numpy<2' \
+		'datasets>=4,<5' 'pyarrow<22' accelerate safetensors tqdm transformers
+	$(ALT_VENV)/mi-crow/bin/python -m pip install -q --no-deps 'mi-crow==1.0.0.post10'
+	! $(ALT_VENV)/mi-crow/bin/python -m pip show -q torchvision 2>/dev/null
+	touch $@

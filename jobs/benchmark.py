@@ -28,6 +28,7 @@ SUITES = {
     "report": "benchmarks.report",
     "s3-capture": "benchmarks.s3_capture",
     "s3-memory": "benchmarks.s3_memory",
+    "alternatives": "benchmarks.alternatives",
 }
 
 
