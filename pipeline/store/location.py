@@ -34,16 +34,6 @@ def is_url(path: str | os.PathLike) -> bool:
     return str(path).startswith(URL_SCHEMES)
 
 
-def local_output(path: str | os.PathLike, what: str) -> None:
-    """Refuse an object-storage URL where only a local folder can be written (for now)."""
-    if is_url(path):
-        raise ValueError(
-            f"{what} {path} is on object storage, where this job cannot write yet (stores on "
-            "s3:// are read by every job); write to a local folder and copy it up (for "
-            "example `aws s3 cp --recursive`)"
-        )
-
-
 def require_bucket(path: Path, what: str) -> None:
     """Refuse, in one line, a URL whose bucket does not exist or cannot be reached.
 
@@ -157,9 +147,8 @@ def read_parquet_folder(folder: Path) -> pa.Table:
     """Every `*.parquet` file of a folder, in name order, as one table."""
     if not is_url(folder):
         return pads.dataset(folder, format="parquet").to_table()
-    files = sorted((p for p in folder.iterdir() if p.name.endswith(".parquet")), key=str)
     tables = []
-    for path in files:
+    for path in parquet_files(folder):
         with path.open("rb") as handle:
             tables.append(pq.read_table(handle))
     return pa.concat_tables(tables) if tables else pa.table({})
