@@ -28,6 +28,7 @@ from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import deepest_hook
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.worker import UnitWorker
+from pipeline.ray_config import RayConfig
 
 BARE = "bare forward truncated after layer_5, 1 thread"
 ACTORS = {1: "Ray, 1 actor x 1 thread", 2: "Ray, 2 actors x 1 thread"}
@@ -65,7 +66,6 @@ def run(
             max_tokens=max_tokens,
             rows_per_unit=2048,
             torch_threads=1,
-            num_cpus_per_worker=1,
             out=str(Path(tmp) / "bare"),
         )
         bare = bare_round(base)
@@ -75,8 +75,9 @@ def run(
                 rates[BARE].append(bare())
                 for workers, name in ACTORS.items():
                     out = str(Path(tmp) / f"ray{workers}-{round_index}")
-                    config = dataclasses.replace(base, num_workers=workers, out=out)
-                    result = run_capture(config, progress=False)
+                    config = dataclasses.replace(base, out=out)
+                    ray_config = RayConfig(num_workers=workers, num_cpus_per_worker=1)
+                    result = run_capture(config, ray_config, progress=False)
                     rates[name].append(result.num_rows / result.compute_s)
         finally:
             ray.shutdown()

@@ -31,8 +31,11 @@ _CAPTURE_SCRIPT = textwrap.dedent(
     from pipeline.capture import capture
     from pipeline.capture.worker import peak_rss_mb
     from pipeline.capture.config_io import config_from_dict
+    from pipeline.ray_config import ray_config_from_dict
     from pipeline.store.reader import ActivationStore
-    config = config_from_dict(json.loads(sys.argv[1]))
+    values = json.loads(sys.argv[1])
+    ray_config = ray_config_from_dict(values.pop("ray", None))
+    config = config_from_dict(values)
     began = time.perf_counter()
     if sys.argv[2] == "ray":
         import ray
@@ -40,7 +43,7 @@ _CAPTURE_SCRIPT = textwrap.dedent(
         from pipeline.distributed.local_ray import start_local_ray
         from pipeline.distributed import run_capture
         start_local_ray(num_cpus=2, include_dashboard=False, log_to_driver=False)
-        result = run_capture(config, progress=False)
+        result = run_capture(config, ray_config, progress=False)
     else:
         result = capture(config, progress=False)
     wall = time.perf_counter() - began
@@ -95,7 +98,7 @@ def memory_rows(workdir: Path, sizes: dict[str, int]) -> list[list]:
             "max_tokens=4096, one process": ({"max_tokens": 4096}, "local"),
             "whole corpus, one process": ({}, "local"),
             "whole corpus, Ray, 2 actors": (
-                {"num_workers": 2, "num_cpus_per_worker": 0.5},
+                {"ray": {"num_workers": 2, "num_cpus_per_worker": 0.5}},
                 "ray",
             ),
         }

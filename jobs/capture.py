@@ -80,7 +80,8 @@ def capture_job(args: argparse.Namespace) -> int:
     from pipeline.capture import capture, load_config
     from pipeline.store.location import resolve
 
-    config = load_config(args.config, args.set)
+    # The ray: section is checked even with --no-ray, where it is unused.
+    config, ray_config = load_config(args.config, args.set)
     out = resolve(args.out or config.out)  # a folder made absolute, or an s3:// URL as given
     config = replace(
         config,
@@ -94,7 +95,7 @@ def capture_job(args: argparse.Namespace) -> int:
     else:
         from pipeline.distributed import run_capture
 
-        result = run_capture(config, progress=not args.quiet, command=command)
+        result = run_capture(config, ray_config, progress=not args.quiet, command=command)
     print(f"store: {result.path}")
     print(
         f"  {result.num_rows} tokens, {result.num_units} units ({result.units_computed} computed now)"

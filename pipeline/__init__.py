@@ -2,7 +2,7 @@
 
 The public names below are the stable API; see README.md and docs/. The main entry
 points: `capture(CaptureConfig(...))` writes a store (`pipeline.distributed.run_capture`
-on Ray), `ActivationStore.open(path)` reads one, `load_spec` + `run_interventions` replay
+on Ray, spread over actors as a `RayConfig` says), `ActivationStore.open(path)` reads one, `load_spec` + `run_interventions` replay
 it with interventions, `load_sae` loads an SAE folder.
 """
 
@@ -24,6 +24,7 @@ from pipeline.hooks import (
 )
 from pipeline.interventions import load_spec, run_interventions
 from pipeline.model import LanguageModel, default_model_path
+from pipeline.ray_config import RayConfig
 from pipeline.sae import JumpReluSae, ReluSae, Sae, SparseCodes, TopKSae, load_sae
 from pipeline.store import ActivationStore
 
@@ -46,6 +47,7 @@ __all__ = [
     "ModelInputDetector",
     "ModelOutputDetector",
     "PipelineController",
+    "RayConfig",
     "ReluSae",
     "Sae",
     "SparseCodes",

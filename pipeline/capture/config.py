@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pipeline.checks import check_bool, check_choice, check_int, check_number, check_str
+from pipeline.checks import check_bool, check_choice, check_int, check_str
 from pipeline.store.corpus import CorpusConfig
 
 STORE_DTYPES = ("float32", "float16", "bfloat16")
@@ -37,11 +37,12 @@ class CaptureConfig:
     overwrite: replace an existing store with a different configuration.
     verify: on a rerun, hash every committed unit's data and part's files before trusting
         them (reads the whole store); by default only records and file sizes are checked.
-    num_workers: Ray actors (model replicas); ignored by single-process capture.
-    num_gpus_per_worker / num_cpus_per_worker: Ray resources per actor (fractions allowed).
-    units_in_flight_per_worker: units queued on each actor at once (>= 1).
-    torch_threads: intra-op threads per worker (None: torch's default).
-    max_retries: attempts per unit beyond the first before the job fails.
+    torch_threads: intra-op threads per worker (None: torch's default), single-process
+        capture and each Ray actor alike.
+
+    How the work is spread over Ray actors (workers, resources, retries) is not here: it
+    says nothing about what is captured, so it is a separate `pipeline.ray_config.RayConfig`
+    (the `ray:` section of a config file), shared with interventions.
     """
 
     model: str | None = None
@@ -58,12 +59,7 @@ class CaptureConfig:
     out: str = "stores/capture"
     overwrite: bool = False
     verify: bool = False
-    num_workers: int = 2
-    num_gpus_per_worker: float = 0.0
-    num_cpus_per_worker: float = 1.0
-    units_in_flight_per_worker: int = 2
     torch_threads: int | None = None
-    max_retries: int = 3
 
     def __post_init__(self) -> None:
         if isinstance(self.hooks, str | int):
@@ -86,19 +82,10 @@ class CaptureConfig:
         check_choice("model_dtype", self.model_dtype, MODEL_DTYPES)
         check_str("device", self.device)
         check_choice("mode", self.mode, ("packing", "document"))
-        for name in (
-            "context_length",
-            "rows_per_unit",
-            "batch_size",
-            "num_workers",
-            "units_in_flight_per_worker",
-        ):
+        for name in ("context_length", "rows_per_unit", "batch_size"):
             check_int(name, getattr(self, name))
         check_int("max_tokens", self.max_tokens, optional=True)
         check_int("torch_threads", self.torch_threads, optional=True)
-        check_int("max_retries", self.max_retries, minimum=0)
-        check_number("num_gpus_per_worker", self.num_gpus_per_worker)
-        check_number("num_cpus_per_worker", self.num_cpus_per_worker)
         check_bool("overwrite", self.overwrite)
         check_bool("verify", self.verify)
         if not isinstance(self.corpus, CorpusConfig):

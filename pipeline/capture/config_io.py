@@ -1,7 +1,9 @@
-"""YAML files and `--set key=value` overrides, parsed into a `CaptureConfig`.
+"""YAML files and `--set key=value` overrides, parsed into a `CaptureConfig` and a `RayConfig`.
 
 The one place text becomes configuration. Keys are the dataclass fields; `corpus.*` keys
-go to the corpus. Unknown keys are errors that list the known ones.
+go to the corpus and `ray.*` keys to the `RayConfig` (how the work is spread over Ray
+actors). Unknown keys are errors that list the known ones; a Ray setting at the top level
+(where it was before the `ray:` section) is an error that names its new key.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import yaml
 
 from pipeline.capture.config import CaptureConfig
+from pipeline.ray_config import RayConfig, ray_config_from_dict, refuse_top_level_ray_keys
 from pipeline.store.corpus import CORPUS_KINDS, CorpusConfig
 
 
@@ -50,7 +53,15 @@ def merge_nested(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, A
 
 
 def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
+    """A mapping of CaptureConfig fields (no `ray` section: `load_config` splits it off)."""
     values = dict(values)
+    if "ray" in values:
+        raise ValueError(
+            "ray is not a capture setting: config_from_dict builds the CaptureConfig alone; "
+            "load_config parses the ray: section into a RayConfig "
+            "(or call pipeline.ray_config.ray_config_from_dict)"
+        )
+    refuse_top_level_ray_keys(values)
     unknown = sorted(set(values) - set(_known(CaptureConfig)))
     if unknown:
         raise ValueError(
@@ -93,12 +104,19 @@ def read_values(path: str | Path | None, overrides: list[str] | None) -> dict[st
 
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None
-) -> CaptureConfig:
-    """Defaults, then the YAML file (if any), then `--set` overrides, in that order."""
-    return config_from_dict(read_values(path, overrides))
+) -> tuple[CaptureConfig, RayConfig]:
+    """Defaults, then the YAML file (if any), then `--set` overrides, in that order.
+
+    The `ray:` section (`--set ray.num_workers=4`) becomes the RayConfig; the rest the
+    CaptureConfig. Both are checked whether or not the job then runs on Ray."""
+    values = read_values(path, overrides)
+    refuse_top_level_ray_keys(values)
+    ray_config = ray_config_from_dict(values.pop("ray", None))
+    return config_from_dict(values), ray_config
 
 
 def config_to_dict(config: CaptureConfig) -> dict[str, Any]:
+    """The CaptureConfig as plain values (`config_from_dict` rebuilds it); no Ray settings."""
     values = dataclasses.asdict(config)
     values["hooks"] = list(config.hooks)
     return values

@@ -13,6 +13,7 @@ import ray
 from pipeline import faults
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.worker import UnitWorker
+from pipeline.ray_config import RayConfig
 
 
 class CaptureActor:
@@ -33,11 +34,11 @@ class CaptureActor:
         }
 
 
-def start_actor(config: CaptureConfig, store_path: str, worker_id: str):
-    """One actor with the configured resources; it loads its model replica on start."""
+def start_actor(config: CaptureConfig, ray_config: RayConfig, store_path: str, worker_id: str):
+    """One actor with `ray_config`'s resources; it loads its model replica on start."""
     options = {
-        "num_cpus": config.num_cpus_per_worker,
-        "num_gpus": config.num_gpus_per_worker,
+        "num_cpus": ray_config.num_cpus_per_worker,
+        "num_gpus": ray_config.num_gpus_per_worker,
         "max_restarts": 0,
         "max_concurrency": 1,
         "name": None,

@@ -22,6 +22,7 @@ from pipeline.distributed.actors import start_actor
 from pipeline.distributed.local_ray import join_ray, start_local_ray
 from pipeline.distributed.planning import ray_planner
 from pipeline.distributed.pool import ActorPool, check_actor_resources
+from pipeline.ray_config import RayConfig
 
 
 def ensure_ray() -> None:
@@ -36,19 +37,28 @@ def ensure_ray() -> None:
     start_local_ray(log_to_driver=True)
 
 
-def check_resources(config: CaptureConfig) -> None:
+def check_resources(ray_config: RayConfig) -> None:
     """Fail at once, not hang, when the cluster cannot host even one actor."""
-    check_actor_resources(config.num_cpus_per_worker, config.num_gpus_per_worker)
+    check_actor_resources(ray_config.num_cpus_per_worker, ray_config.num_gpus_per_worker)
 
 
 def run_capture(
-    config: CaptureConfig, progress: bool = True, command: str | None = None
+    config: CaptureConfig,
+    ray_config: RayConfig | None = None,
+    *,
+    progress: bool = True,
+    command: str | None = None,
 ) -> CaptureResult:
-    """Capture on Ray: `config.num_workers` actors, each hosting one model replica.
+    """Capture on Ray: `ray_config.num_workers` actors, each hosting one model replica.
 
+    `ray_config`: how the work is spread over actors (None: `RayConfig()`'s defaults).
     `command`: the shell command that reruns this capture (recorded in the store)."""
+    if ray_config is None:
+        ray_config = RayConfig()
+    if not isinstance(ray_config, RayConfig):
+        raise TypeError(f"ray_config must be a RayConfig, got {type(ray_config).__name__}")
     ensure_ray()
-    check_resources(config)
+    check_resources(ray_config)
     # The driver only checks hooks and widths and plans (in tasks); it may have no GPU.
     probe_config = replace(config, device="cpu")
     prepared = prepare_capture(
@@ -70,11 +80,11 @@ def run_capture(
 
     try:
         pool = ActorPool(
-            lambda worker_id: start_actor(config, store_path, worker_id),
-            num_actors=config.num_workers,
-            in_flight_per_actor=config.units_in_flight_per_worker,
+            lambda worker_id: start_actor(config, ray_config, store_path, worker_id),
+            num_actors=ray_config.num_workers,
+            in_flight_per_actor=ray_config.units_in_flight_per_worker,
         )
-        compute_s = pool.run(pending, config.max_retries, on_done=advance)
+        compute_s = pool.run(pending, ray_config.max_retries, on_done=advance)
     finally:
         if meter is not None:
             meter.close()

@@ -39,12 +39,12 @@ def run_interventions_on_ray(
 ) -> InterventionResult:
     """Run `spec` on Ray actors. `verify`: check committed effects files' sha256 first."""
     ensure_ray()
-    check_actor_resources(spec.num_cpus_per_worker, spec.num_gpus_per_worker)
+    check_actor_resources(spec.ray.num_cpus_per_worker, spec.ray.num_gpus_per_worker)
     run = prepare_run(spec, verify=verify)
     run_ref = ray.put(run)
     options = {
-        "num_cpus": spec.num_cpus_per_worker,
-        "num_gpus": spec.num_gpus_per_worker,
+        "num_cpus": spec.ray.num_cpus_per_worker,
+        "num_gpus": spec.ray.num_gpus_per_worker,
         "max_restarts": 0,
         "max_concurrency": 1,
         **faults.ray_options(),
@@ -59,8 +59,8 @@ def run_interventions_on_ray(
 
     pool = ActorPool(
         lambda worker_id: remote_actor.remote(run_ref, worker_id),
-        num_actors=spec.num_workers,
+        num_actors=spec.ray.num_workers,
         in_flight_per_actor=1,
     )
-    pool.run(list(run.pending), spec.max_retries, on_done=report)
+    pool.run(list(run.pending), spec.ray.max_retries, on_done=report)
     return finish_run(run)

@@ -24,13 +24,14 @@ def check_actor_resources(num_cpus: float, num_gpus: float) -> None:
     resources = ray.cluster_resources()
     if num_gpus > 0 and resources.get("GPU", 0) < num_gpus:
         raise ValueError(
-            f"num_gpus_per_worker={num_gpus} but the Ray cluster has "
-            f"{resources.get('GPU', 0):g} GPUs; set num_gpus_per_worker=0 and device=cpu, or add GPU nodes"
+            f"ray.num_gpus_per_worker={num_gpus} but the Ray cluster has "
+            f"{resources.get('GPU', 0):g} GPUs; set ray.num_gpus_per_worker=0 and device=cpu, "
+            "or add GPU nodes"
         )
     if resources.get("CPU", 0) < num_cpus:
         raise ValueError(
-            f"num_cpus_per_worker={num_cpus} but the Ray cluster has "
-            f"{resources.get('CPU', 0):g} CPUs; lower num_cpus_per_worker"
+            f"ray.num_cpus_per_worker={num_cpus} but the Ray cluster has "
+            f"{resources.get('CPU', 0):g} CPUs; lower ray.num_cpus_per_worker"
         )
 
 

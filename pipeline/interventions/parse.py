@@ -26,6 +26,7 @@ from pipeline.interventions.spec import (
     step_label,
     tracker_label,
 )
+from pipeline.ray_config import ray_config_from_dict, refuse_top_level_ray_keys
 from pipeline.store.location import resolve, store_path
 
 _TOP_KEYS = [f.name for f in dataclasses.fields(InterventionSpec) if f.name != "files"]
@@ -45,7 +46,9 @@ def load_spec(
 
 def spec_from_dict(values: dict[str, Any]) -> InterventionSpec:
     values = dict(values)
+    refuse_top_level_ray_keys(values)
     _check_keys("intervention spec", values, _TOP_KEYS)
+    values["ray"] = ray_config_from_dict(values.get("ray"))
     for required in ("store", "out", "steps"):
         if values.get(required) in (None, "", []):
             raise ValueError(f"the intervention spec needs {required!r}")

@@ -32,7 +32,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pipeline.checks import check_bool, check_int, check_number, check_str
+from pipeline.checks import check_bool, check_int, check_str
+from pipeline.ray_config import RayConfig
 
 OPERATIONS = ("sae", "scale", "add", "project_out", "ablate")
 
@@ -88,9 +89,9 @@ class InterventionSpec:
     max_units: replay only the first N store units (>= 1), or None for all.
     device: torch device of the model replicas ("cpu", "cuda", "cuda:1", ...).
     torch_threads: intra-op threads per worker (>= 1), or None for torch's default.
-    num_workers: Ray actors, one model replica each (>= 1).
-    num_cpus_per_worker, num_gpus_per_worker: Ray resources per actor (>= 0).
-    max_retries: attempts per unit beyond the first before the job fails (>= 0).
+    ray: how units are spread over Ray actors (workers, resources per actor, retries;
+        the `ray:` section of the spec), the same `RayConfig` as capture's. Interventions
+        queue one unit per actor, so `ray.units_in_flight_per_worker` is not used.
     overwrite: remove this job's earlier output in `out` first (never other files).
     verify: before trusting committed units, compare each effects file's sha256 with
         its record (a rerun always checks records parse and files have their sizes).
@@ -107,10 +108,7 @@ class InterventionSpec:
     max_units: int | None = None
     device: str = "cpu"
     torch_threads: int | None = None
-    num_workers: int = 2
-    num_cpus_per_worker: float = 1.0
-    num_gpus_per_worker: float = 0.0
-    max_retries: int = 2
+    ray: RayConfig = field(default_factory=RayConfig)
     overwrite: bool = False
     verify: bool = False
     files: dict[str, str] = field(default_factory=dict)
@@ -120,12 +118,11 @@ class InterventionSpec:
             check_str(key, getattr(self, key))
         for key in ("cumulative", "overwrite", "verify"):
             check_bool(key, getattr(self, key))
-        for key, minimum in (("batch_size", 1), ("num_workers", 1), ("max_retries", 0)):
-            check_int(key, getattr(self, key), minimum)
+        check_int("batch_size", self.batch_size, 1)
         for key in ("max_units", "torch_threads"):
             check_int(key, getattr(self, key), 1, optional=True)
-        for key in ("num_cpus_per_worker", "num_gpus_per_worker"):
-            check_number(key, getattr(self, key), 0.0)
+        if not isinstance(self.ray, RayConfig):
+            raise TypeError(f"ray must be a RayConfig, got {type(self.ray).__name__}")
         if not self.steps:
             raise ValueError("steps: the intervention spec needs at least one step")
 

@@ -89,7 +89,14 @@ def test_ray_job_submit_default_capture(head_node, work_dir):
     address, env = head_node
     out = work_dir / "store"
     job = ["python", "-m", "jobs.capture", "--set", "max_tokens=12000"]
-    job += ["--set", "rows_per_unit=2048", "--set", "num_cpus_per_worker=0.5", "--out", str(out)]
+    job += [
+        "--set",
+        "rows_per_unit=2048",
+        "--set",
+        "ray.num_cpus_per_worker=0.5",
+        "--out",
+        str(out),
+    ]
     _, _, logs = submit_and_wait(address, env, job)
     assert f"store: {out}" in logs and "progress:" in logs
     store = ActivationStore.open(out)
@@ -103,7 +110,7 @@ def test_ray_job_submit_interventions_on_that_store(head_node, work_dir):
     address, env = head_node
     out = work_dir / "interventions"
     job = ["python", "-m", "jobs.intervene", "--spec", "jobs/configs/intervene-default.yaml"]
-    job += ["--set", f"store={work_dir / 'store'}", "--set", "num_cpus_per_worker=0.5"]
+    job += ["--set", f"store={work_dir / 'store'}", "--set", "ray.num_cpus_per_worker=0.5"]
     job += ["--out", str(out)]
     _, _, logs = submit_and_wait(address, env, job)
     assert "6 units computed" in logs

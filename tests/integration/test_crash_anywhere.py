@@ -88,7 +88,7 @@ def capture_sets(model: Path, corpus: Path) -> list[str]:
 def capture_in_process(sets: list[str], out: Path, **overrides):
     """What `python -m jobs.capture --no-ray` runs for these `--set` values, in this process."""
     assert "PIPELINE_FAULTS" not in os.environ
-    config = replace(load_config(None, sets), out=str(out), **overrides)
+    config = replace(load_config(None, sets)[0], out=str(out), **overrides)
     return capture(config, progress=False)
 
 
@@ -304,9 +304,10 @@ def test_ray_actor_killed_at_a_random_byte_is_replaced_and_the_store_equals_a_cl
     once = tmp_path / "killed-once"
     fault = {"kill_at_byte": at_byte, "paths": paths, "once": str(once)}
     monkeypatch.setenv("PIPELINE_FAULTS", json.dumps(fault))
-    ray_sets = [*sets, "num_workers=2", "num_cpus_per_worker=0.5", "max_retries=2"]
+    ray_sets = [*sets, "ray.num_workers=2", "ray.num_cpus_per_worker=0.5", "ray.max_retries=2"]
     out = copy_plan(clean_store, tmp_path / "ray")
-    run_capture(replace(load_config(None, ray_sets), out=str(out)), progress=False)
+    config, ray_config = load_config(None, ray_sets)
+    run_capture(replace(config, out=str(out)), ray_config, progress=False)
     assert once.exists(), "no actor reached the byte to die at"
     print(f"actor killed at byte {at_byte} of {paths!r}: {once.read_text().strip()}")
     monkeypatch.delenv("PIPELINE_FAULTS")

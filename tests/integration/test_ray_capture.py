@@ -15,6 +15,7 @@ import pytest
 import ray  # noqa: E402  (a required dependency: a broken install must fail, not skip)
 
 from pipeline.capture import CaptureConfig, capture
+from pipeline.ray_config import RayConfig
 from pipeline.store.corpus import Corpus, CorpusConfig
 from pipeline.store.reader import ActivationStore
 from tests.helpers import (
@@ -29,16 +30,17 @@ pytestmark = pytest.mark.ray
 REPO = Path(__file__).resolve().parents[2]
 
 
+# Two half-CPU actors.
+RAY = RayConfig(num_workers=2, num_cpus_per_worker=0.5, max_retries=2)
+
+
 def ray_config(model, out, **overrides) -> CaptureConfig:
-    """Two half-CPU actors over 8 float16 units of layers 1 and 3."""
+    """8 float16 units of layers 1 and 3 (run on Ray with `RAY`)."""
     ray_values = dict(
         hooks=("layer_1", "layer_3"),
         dtype="float16",
         max_tokens=4000,
         batch_size=2,
-        num_workers=2,
-        num_cpus_per_worker=0.5,
-        max_retries=2,
     )
     return capture_config(model, out, **{**ray_values, **overrides})
 
@@ -60,7 +62,7 @@ def records(store: Path) -> dict[int, dict]:
 def test_two_actors_equal_single_process(ray_cluster, tiny_gpt2_path, clean_store, tmp_path):
     from pipeline.distributed import run_capture
 
-    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), progress=False)
+    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), RAY, progress=False)
     assert store_arrays_equal(clean_store, result.path)
     ActivationStore.open(result.path).verify()
     workers = {r["attempt"]["worker"] for r in records(result.path).values()}
@@ -76,7 +78,7 @@ def test_killed_actor_is_replaced_and_its_unit_recomputed_once(
     monkeypatch.setenv(
         "PIPELINE_FAULTS", json.dumps({"kill_unit": 3, "after_batches": 2, "once": str(once)})
     )
-    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), progress=False)
+    result = run_capture(ray_config(tiny_gpt2_path, tmp_path / "ray"), RAY, progress=False)
     assert once.exists()  # an actor really died in unit 3
     ActivationStore.open(result.path).verify()
     assert store_arrays_equal(clean_store, result.path)
@@ -93,12 +95,12 @@ def test_unit_failing_beyond_retries_fails_the_job_naming_it(
     from pipeline.distributed.scheduler import UnitFailedError
 
     monkeypatch.setenv("PIPELINE_FAULTS", json.dumps({"raise_unit": 2}))
-    config = ray_config(tiny_gpt2_path, tmp_path / "ray", max_retries=1)
+    config = ray_config(tiny_gpt2_path, tmp_path / "ray")
     with pytest.raises(
         UnitFailedError,
         match=r"(?s)unit 2 failed 2 times.*RuntimeError: injected failure in unit 2",
     ):
-        run_capture(config, progress=False)
+        run_capture(config, replace(RAY, max_retries=1), progress=False)
     assert 2 not in records(tmp_path / "ray")
 
 
@@ -108,7 +110,9 @@ def test_gpu_request_on_cluster_without_gpus_fails_at_once(ray_cluster, tiny_gpt
     started = time.monotonic()
     with pytest.raises(ValueError, match="has 0 GPUs"):
         run_capture(
-            ray_config(tiny_gpt2_path, tmp_path / "ray", num_gpus_per_worker=1), progress=False
+            ray_config(tiny_gpt2_path, tmp_path / "ray"),
+            replace(RAY, num_gpus_per_worker=1),
+            progress=False,
         )
     assert time.monotonic() - started < 30
     assert not (tmp_path / "ray").exists()
@@ -143,7 +147,7 @@ def test_driver_killed_while_planning_then_rerun_equals_clean_run(
 
     from pipeline.distributed import run_capture
 
-    result = run_capture(config, progress=False)
+    result = run_capture(config, RAY, progress=False)
     ActivationStore.open(out).verify()
     assert leftover_temp_files(out) == []
     clean = tmp_path / "clean"
@@ -172,8 +176,8 @@ def driver_args(config: CaptureConfig, **extra) -> list[str]:
         "context_length": 64,
         "rows_per_unit": 512,
         "batch_size": 2,
-        "num_workers": 2,
-        "num_cpus_per_worker": 0.5,
+        "ray.num_workers": 2,
+        "ray.num_cpus_per_worker": 0.5,
         "torch_threads": 1,
         **extra,
     }
@@ -230,7 +234,7 @@ def test_killed_driver_then_rerun_equals_clean_run(
 
     from pipeline.distributed import run_capture
 
-    result = run_capture(config, progress=False)
+    result = run_capture(config, RAY, progress=False)
     assert result.units_computed == 16 - len(committed_at_kill)
     ActivationStore.open(out).verify()
     assert leftover_temp_files(out) == []

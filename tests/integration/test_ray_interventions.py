@@ -40,8 +40,7 @@ def spec(store, out, **extra):
                 {"name": "half", "layer": "layer_2", "scale": 0.5},
             ],
             "track": [{"name": "t", "layer": "layer_2", "sae": str(store / "sae"), "latents": [1]}],
-            "num_workers": 2,
-            "num_cpus_per_worker": 0.5,
+            "ray": {"num_workers": 2, "num_cpus_per_worker": 0.5},
             "torch_threads": 1,
             **extra,
         }
@@ -89,7 +88,14 @@ def test_a_gpu_request_on_a_cluster_without_gpus_fails_at_once(ray_cluster, stor
     from pipeline.distributed.interventions import run_interventions_on_ray
 
     with pytest.raises(ValueError, match="has 0 GPUs"):
-        run_interventions_on_ray(spec(store, "gpu", num_gpus_per_worker=1), progress=False)
+        run_interventions_on_ray(
+            spec(
+                store,
+                "gpu",
+                ray={"num_workers": 2, "num_cpus_per_worker": 0.5, "num_gpus_per_worker": 1},
+            ),
+            progress=False,
+        )
     assert not (store / "gpu").exists()
 
 

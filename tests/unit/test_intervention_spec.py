@@ -11,6 +11,7 @@ import torch
 
 from pipeline.interventions import effects, load_spec, spec_from_dict
 from pipeline.interventions.spec import check_latents, check_positions
+from pipeline.ray_config import RAY_KEYS, RayConfig
 
 
 def base(tmp_path, steps, **extra):
@@ -85,10 +86,58 @@ def test_bad_specs_are_errors_that_name_the_problem(tmp_path, steps, extra, mess
     ],
 )
 def test_a_bool_is_not_an_int_and_a_float_is_not_an_int(tmp_path, key, value):
+    extra = {"ray": {key: value}} if key in RAY_KEYS else {key: value}  # Ray settings: ray:
     with pytest.raises(
         ValueError, match=rf"^{key} must be .*, got {re.escape(repr(value))}( \(|$)"
     ):
-        spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}], **{key: value}))
+        spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}], **extra))
+
+
+def test_the_ray_section_of_a_spec_makes_its_ray_config(tmp_path):
+    path = tmp_path / "spec.yaml"
+    path.write_text(
+        f"store: {tmp_path}/s\nout: o\nsteps:\n  - {{layer: layer_1, scale: 0.5}}\n"
+        "ray:\n  num_workers: 3\n  num_cpus_per_worker: 0.5\n  max_retries: 0\n"
+    )
+    spec = load_spec(path)
+    assert spec.ray == RayConfig(num_workers=3, num_cpus_per_worker=0.5, max_retries=0)
+    spec = load_spec(path, ["ray.num_gpus_per_worker=1", "ray.num_workers=4"])
+    assert spec.ray == RayConfig(
+        num_workers=4, num_cpus_per_worker=0.5, num_gpus_per_worker=1, max_retries=0
+    )
+    default = spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}]))
+    assert default.ray == RayConfig() and default.ray.max_retries == 3, "capture's defaults"
+    given = RayConfig(num_workers=7)
+    assert spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}], ray=given)).ray == given
+
+
+@pytest.mark.parametrize("key", RAY_KEYS)
+def test_a_top_level_ray_setting_in_a_spec_is_refused_naming_its_new_key(tmp_path, key):
+    message = f"{key} is a Ray setting: put it under ray: in the YAML, or --set ray.{key}=2"
+    with pytest.raises(ValueError) as info:
+        spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}], **{key: 2}))
+    assert str(info.value) == message
+    path = tmp_path / "spec.yaml"
+    path.write_text(f"store: {tmp_path}/s\nout: o\nsteps:\n  - {{layer: l, scale: 2}}\n")
+    with pytest.raises(ValueError) as info:
+        load_spec(path, [f"{key}=2"])
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize(
+    ("ray", "message"),
+    [
+        ({"workers": 2}, r"^unknown ray keys \['workers'\]; known keys: num_workers, "),
+        (2, r"^ray must be a mapping of Ray settings .* got 2 \(int\)"),
+        (
+            {"num_gpus_per_worker": "abc"},
+            r"^num_gpus_per_worker must be a number >= 0.0, got 'abc'",
+        ),
+    ],
+)
+def test_a_bad_ray_section_in_a_spec_is_refused(tmp_path, ray, message):
+    with pytest.raises(ValueError, match=message):
+        spec_from_dict(base(tmp_path, [{"layer": "l", "scale": 2}], ray=ray))
 
 
 def sae_folder(tmp_path) -> str:
@@ -275,7 +324,8 @@ def test_every_example_config_in_jobs_configs_loads():
         spec = load_spec(path)
         assert spec.steps and spec.store
     for path in sorted(set(configs.glob("*.yaml")) - set(specs)):
-        assert load_config(path).hooks
+        config, ray_config = load_config(path)
+        assert config.hooks and ray_config.num_workers >= 1
 
 
 def test_stage_effects_against_a_cached_baseline_equal_the_direct_formulas():

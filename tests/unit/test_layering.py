@@ -20,7 +20,7 @@ LAYERS = (
     "store", "accumulators", "hooks", "model", "sae", "capture", "interventions", "stats", "distributed",
     "report",
 )  # fmt: skip
-SHARED = ("checks", "file_formats", "faults", "progress", "replay")
+SHARED = ("checks", "file_formats", "faults", "progress", "replay", "ray_config")
 NO_TORCH = ("store",)
 
 
@@ -63,6 +63,13 @@ def test_imports_go_only_up_the_layers(layer, path):
         if parts[0] == "pipeline" and len(parts) > 1 and parts[1] not in (*SHARED, *allowed):
             bad.append(name)
     assert bad == [], f"{path.relative_to(ROOT)} imports {bad} ({layer} may use {sorted(allowed)})"
+
+
+def test_the_ray_config_is_plain_values_without_ray_or_torch():
+    """RayConfig is sent to actors and built by Ray-free code (--no-ray, the spec parser)."""
+    names = imported_modules(PIPELINE / "ray_config.py")
+    assert not [n for n in names if n.split(".")[0] in ("ray", "torch")], names
+    assert {n for n in names if n.startswith("pipeline")} <= {"pipeline.checks", "pipeline.store"}
 
 
 def test_the_architecture_document_lists_the_layers_in_this_order():
