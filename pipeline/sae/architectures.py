@@ -60,7 +60,7 @@ class TopKSae(Sae):
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(values [..., k], indices [..., k]) in no particular order; no dense [N, F] codes built."""
         x_ND, lead = self._rows(x)
-        values_NK, indices_NK = self._topk(self.pre_activations(x_ND))
+        values_NK, indices_NK = self._topk(self.pre_activations(x_ND, scratch=True))
         return values_NK.reshape(*lead, self.k), indices_NK.reshape(*lead, self.k)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -76,10 +76,8 @@ class TopKSae(Sae):
         return dense_NF.reshape(*lead, self.n_latents)
 
 
-class ReluSae(Sae):
-    """The standard SAE trained with an L1 penalty: `z = ReLU(W_enc (x - b_dec) + b_enc)`."""
-
-    architecture = "standard"
+class _ThresholdSae(Sae):
+    """What the ReLU kinds share: no k, codes from an elementwise activation."""
 
     def __init__(
         self,
@@ -92,41 +90,32 @@ class ReluSae(Sae):
         splice: bool = False,
     ):
         config = SaeConfig(
-            architecture="standard",
+            architecture=self.architecture,
             n_inputs=n_inputs,
             n_latents=n_latents,
             apply_b_dec_to_input=apply_b_dec_to_input,
         )
         super().__init__(config, dtype=dtype, device=device, splice=splice)
+
+
+class ReluSae(_ThresholdSae):
+    """The standard SAE trained with an L1 penalty: `z = ReLU(W_enc (x - b_dec) + b_enc)`."""
+
+    architecture = "standard"
 
     def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
         return pre_NF.relu_() if _can_write_inplace(pre_NF) else pre_NF.relu()
 
 
-class JumpReluSae(Sae):
+class JumpReluSae(_ThresholdSae):
     """`z = pre * (pre > threshold)` with one learned threshold per latent (Gemma Scope)."""
 
     architecture = "jumprelu"
 
-    def __init__(
-        self,
-        n_latents: int,
-        n_inputs: int,
-        *,
-        apply_b_dec_to_input: bool = True,
-        dtype: torch.dtype = torch.float32,
-        device: str | torch.device | None = None,
-        splice: bool = False,
-    ):
-        config = SaeConfig(
-            architecture="jumprelu",
-            n_inputs=n_inputs,
-            n_latents=n_latents,
-            apply_b_dec_to_input=apply_b_dec_to_input,
-        )
-        super().__init__(config, dtype=dtype, device=device, splice=splice)
+    def __init__(self, n_latents: int, n_inputs: int, **options):
+        super().__init__(n_latents, n_inputs, **options)
         # Zero thresholds make a fresh JumpReLU SAE a ReLU SAE until real ones are loaded.
-        self.threshold = nn.Parameter(torch.zeros(n_latents, dtype=dtype, device=device))
+        self.threshold = nn.Parameter(torch.zeros(n_latents, dtype=self.dtype, device=self.device))
 
     def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
         keep_NF = (pre_NF > self.threshold) & (pre_NF > 0)

@@ -39,6 +39,7 @@ from pipeline.sae.concepts import Concepts
 from pipeline.sae.config import SaeConfig
 from pipeline.sae.hooking import SaeHooks
 from pipeline.sae.io import read_sae_folder, write_sae_folder
+from pipeline.sae.scratch import ScratchRows
 
 
 def _can_write_inplace(t: torch.Tensor) -> bool:
@@ -83,7 +84,9 @@ class Sae(nn.Module, SaeHooks):
         self.splice = splice
         self.concepts = Concepts(self)
         self.tokenizer = None  # set by check_layer (lm.attach_sae); used to show texts
-        self._latest: SparseCodes | None = None
+        self._latest: SparseCodes | None = None  # see SaeHooks.get_captured
+        self._unread: tuple | None = None
+        self._scratch = ScratchRows()  # see pre_activations(scratch=True)
         self.reset_parameters()
 
     # --- facts ---------------------------------------------------------------------------
@@ -137,9 +140,17 @@ class Sae(nn.Module, SaeHooks):
             )
         return x.reshape(-1, self.n_inputs), tuple(x.shape[:-1])
 
-    def pre_activations(self, x: torch.Tensor) -> torch.Tensor:
-        """`W_enc (x - b_dec) + b_enc` as [N, F] for rows x [N, D], one addmm."""
+    def pre_activations(self, x: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+        """`W_enc (x - b_dec) + b_enc` as [N, F] for rows x [N, D], one addmm.
+
+        `scratch=True` (for callers that drop the result before their next call) writes
+        into this thread's reused CPU buffer when no autograd graph is being built
+        (pipeline/sae/scratch.py says why).
+        """
         x_ND = x - self.b_dec if self.config.apply_b_dec_to_input else x
+        if scratch and x_ND.device.type == "cpu" and not torch.is_grad_enabled():
+            out_NF = self._scratch.rows(x_ND.shape[0], self.n_latents, self.W_enc.dtype)
+            return torch.addmm(self.b_enc, x_ND, self.W_enc, out=out_NF)
         return torch.addmm(self.b_enc, x_ND, self.W_enc)
 
     def _activate(self, pre_NF: torch.Tensor) -> torch.Tensor:
@@ -152,10 +163,10 @@ class Sae(nn.Module, SaeHooks):
 
     def encode_sparse(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Codes as (values [..., K], indices [..., K]), K the most non-zeros of any row."""
-        codes_NF = self.encode(x).reshape(-1, self.n_latents)
+        x_ND, lead = self._rows(x)
+        codes_NF = self._activate(self.pre_activations(x_ND, scratch=True))
         num_slots = max(1, int((codes_NF > 0).sum(1).max())) if codes_NF.shape[0] else 1
         values_NK, indices_NK = codes_NF.topk(num_slots, dim=1)
-        lead = tuple(x.shape[:-1])
         return values_NK.reshape(*lead, num_slots), indices_NK.reshape(*lead, num_slots)
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -44,11 +44,20 @@ class SaeHooks(Detector, Controller):
         self.tokenizer = lm.tokenizer
 
     def get_captured(self) -> SparseCodes | None:
-        """Codes of the last batch's real tokens (of the layer's original output)."""
+        """Codes of the last batch's real tokens (of the layer's original output), on CPU.
+
+        The hook keeps the batch's codes where they were computed; the copy to the CPU
+        (and the dropping of padding rows) happens here, once per batch, when someone
+        asks: a forward pass whose codes nobody reads costs no device-to-host copy and,
+        on a GPU, no synchronisation.
+        """
+        if self._latest is None and self._unread is not None:
+            self._latest = sparse_codes(*self._unread, self.n_latents)
+            self._unread = None
         return self._latest
 
     def clear_captured(self) -> None:
-        self._latest = None
+        self._latest, self._unread = None, None
 
     def _encode_hidden(
         self, hidden: torch.Tensor
@@ -60,22 +69,12 @@ class SaeHooks(Detector, Controller):
         return x_ND, values_NK, indices_NK
 
     def _record(self, shape: torch.Size, values_NK: torch.Tensor, indices_NK: torch.Tensor) -> None:
-        num_rows = values_NK.shape[0]
-        if len(shape) == 3:
-            batch, seq = shape[0], shape[1]
-            batch_N = torch.arange(batch).repeat_interleave(seq)
-            position_N = torch.arange(seq).repeat(batch)
-        else:
-            batch_N, position_N = torch.arange(num_rows), torch.zeros(num_rows, dtype=torch.long)
-        values_NK = values_NK.detach().to("cpu", copy=True)
-        indices_NK = indices_NK.to("cpu", copy=True)
-        mask_BT = self.real_token_mask(shape)
-        if mask_BT is not None:
-            keep_N = mask_BT.reshape(-1).cpu()
-            values_NK, indices_NK = values_NK[keep_N], indices_NK[keep_N]
-            batch_N, position_N = batch_N[keep_N], position_N[keep_N]
-        self._latest = SparseCodes(values_NK, indices_NK, batch_N, position_N, self.n_latents)
-        self.concepts._observe(self._latest, self.context, tuple(shape))
+        """Keep the batch's codes (on their device, with the batch's real-token mask) for
+        `get_captured`; text tracking reads them at once, as it ranks every batch."""
+        self._latest = None
+        self._unread = (tuple(shape), values_NK.detach(), indices_NK, self.real_token_mask(shape))
+        if self.concepts.text_tracking_enabled:
+            self.concepts._observe(self.get_captured(), self.context, tuple(shape))
 
     def _control(self, x_ND, values_NK, indices_NK) -> torch.Tensor | None:
         """The replacement rows [N, D], or None to keep the layer's output as it is."""
@@ -124,6 +123,33 @@ class SaeHooks(Detector, Controller):
             return None
         new_ND = self._control(*self._encode_hidden(output))
         return None if new_ND is None else new_ND.reshape(output.shape)
+
+
+def sparse_codes(
+    shape: tuple[int, ...],
+    values_NK: torch.Tensor,
+    indices_NK: torch.Tensor,
+    mask_BT: torch.Tensor | None,
+    n_latents: int,
+) -> SparseCodes:
+    """One batch's codes as `SparseCodes` on the CPU, padding rows dropped.
+
+    Rows of a [B, T, D] output are numbered batch-major; other shapes are one row each.
+    """
+    num_rows = values_NK.shape[0]
+    if len(shape) == 3:
+        batch, seq = shape[0], shape[1]
+        batch_N = torch.arange(batch).repeat_interleave(seq)
+        position_N = torch.arange(seq).repeat(batch)
+    else:
+        batch_N, position_N = torch.arange(num_rows), torch.zeros(num_rows, dtype=torch.long)
+    values_NK = values_NK.to("cpu", copy=True)
+    indices_NK = indices_NK.to("cpu", copy=True)
+    if mask_BT is not None:
+        keep_N = mask_BT.reshape(-1).cpu()
+        values_NK, indices_NK = values_NK[keep_N], indices_NK[keep_N]
+        batch_N, position_N = batch_N[keep_N], position_N[keep_N]
+    return SparseCodes(values_NK, indices_NK, batch_N, position_N, n_latents)
 
 
 def layer_output_width(lm, layer_signature: str | int) -> int:

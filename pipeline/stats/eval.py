@@ -30,8 +30,8 @@ import pandas as pd
 import torch
 
 from pipeline.sae import Sae
-from pipeline.store.location import store_path, write_frame
-from pipeline.store.output_dir import OutputFolderError, claim_output_dir
+from pipeline.store.location import write_frame
+from pipeline.store.output_dir import claim_fresh_output
 from pipeline.store.reader import ActivationStore
 
 DENSE_FREQUENCY = 0.1
@@ -183,13 +183,7 @@ def summary_line(metrics: dict[str, Any]) -> str:
 
 def claim_eval_output(out: str | Path, overwrite: bool = False) -> Path:
     """Check `out` may receive eval.json and latents.parquet, before anything is computed."""
-    out = store_path(out)  # a folder, or an s3:// prefix
-    if claim_output_dir(out, EVAL_OUTPUTS, "eval_sae", overwrite):
-        raise OutputFolderError(
-            f"eval_sae: {out} already holds an evaluation; pass --overwrite (overwrite=True) "
-            "to replace it, or choose another --out"
-        )
-    return out
+    return claim_fresh_output(out, EVAL_OUTPUTS, "eval_sae", "an evaluation", overwrite)
 
 
 def write_eval(

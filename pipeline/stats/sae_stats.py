@@ -27,8 +27,8 @@ from pipeline.stats.eval import DENSE_FREQUENCY
 from pipeline.stats.features import ACTIVATION_BIN_EDGES, FeatureStats
 from pipeline.stats.logit_effects import output_token_effects
 from pipeline.stats.provenance import checked_model_path, trained_on
-from pipeline.store.location import is_url, parquet_writer, store_path, write_frame
-from pipeline.store.output_dir import OutputFolderError, claim_output_dir
+from pipeline.store.location import is_url, parquet_writer, write_frame
+from pipeline.store.output_dir import claim_fresh_output
 from pipeline.store.reader import ActivationStore
 
 
@@ -177,13 +177,7 @@ def claim_stats_output(out: str | Path, overwrite: bool = False) -> Path:
     Refuses a file, an activation store, a folder holding anything but our tables,
     and, unless `overwrite`, earlier tables (which `overwrite` then removes).
     """
-    out = store_path(out)  # a folder, or an s3:// prefix
-    if claim_output_dir(out, STATS_OUTPUTS, "sae_stats", overwrite):
-        raise OutputFolderError(
-            f"sae_stats: {out} already holds feature tables; pass --overwrite (overwrite=True) "
-            "to replace them, or choose another --out"
-        )
-    return out
+    return claim_fresh_output(out, STATS_OUTPUTS, "sae_stats", "feature tables", overwrite)
 
 
 def write_feature_tables(

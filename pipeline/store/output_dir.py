@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from pipeline.store.layout import STORE_JSON, TMP_SUFFIX
-from pipeline.store.location import remove_tree
+from pipeline.store.location import remove_tree, store_path
 
 _SHOWN = 8
 
@@ -67,6 +67,21 @@ def claim_output_dir(root: Path, owned: Iterable[str], job: str, overwrite: bool
         return True
     remove_entries(root, present)
     return False
+
+
+def claim_fresh_output(
+    out: str | Path, owned: Iterable[str], job: str, holds: str, overwrite: bool
+) -> Path:
+    """`claim_output_dir` for a job that never resumes (sae_stats, eval_sae): earlier output
+    (`holds` says what it is) is refused unless `overwrite`, which removes it. Returns the
+    output as a path (a folder, or an s3:// prefix)."""
+    out = store_path(out)
+    if claim_output_dir(out, owned, job, overwrite):
+        raise OutputFolderError(
+            f"{job}: {out} already holds {holds}; pass --overwrite (overwrite=True) "
+            "to replace it, or choose another --out"
+        )
+    return out
 
 
 def remove_entries(root: Path, names: Iterable[str]) -> None:

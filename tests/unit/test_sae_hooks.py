@@ -175,3 +175,29 @@ def test_concept_edits_reject_unknown_latents_and_bad_numbers():
     with pytest.raises(ValueError, match="scale"):
         sae.concepts.manipulate_concept(neuron_idx=1, scale=float("nan"))
     assert not sae.concepts.active
+
+
+def test_captured_codes_follow_the_latest_batch_whenever_they_are_read(tiny_lm):
+    """The hook keeps a batch's codes on their device and copies them to the CPU when
+    read: whether or not an earlier batch was read, the codes are the last batch's."""
+    sae = make_sae("topk")
+    tiny_lm.attach_sae(sae, layer_signature=LAYER)
+    detector = LayerActivationDetector(LAYER, exclude_padding=True)
+    tiny_lm.layers.register_hook(LAYER, detector)
+    try:
+        tiny_lm.inference.execute_inference(TEXTS[:1])
+        first = sae.get_captured()
+        assert first is sae.get_captured()  # one copy per batch
+        tiny_lm.inference.execute_inference(TEXTS[1:])  # not read after this one
+        tiny_lm.inference.execute_inference(TEXTS)
+        latest = sae.get_captured()
+    finally:
+        tiny_lm.detach_sae(sae)
+        tiny_lm.layers.unregister_hook(detector)
+    with torch.no_grad():
+        expected = sae.encode(detector.get_captured())
+    assert latest is not first and latest.values_NK.device.type == "cpu"
+    assert len(latest) == detector.get_captured().shape[0]
+    assert torch.allclose(latest.to_dense(), expected, atol=1e-6)
+    sae.clear_captured()
+    assert sae.get_captured() is None
