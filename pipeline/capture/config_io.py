@@ -1,4 +1,5 @@
-"""YAML files and `--set key=value` overrides, parsed into a `CaptureConfig` and a `RayConfig`.
+"""The capture's configuration from text: a YAML file and `--set key=value` overrides (read
+by `pipeline/config_files.py`), parsed into a `CaptureConfig` and a `RayConfig`.
 
 The one place text becomes configuration. Keys are the dataclass fields; `corpus.*` keys
 go to the corpus and `ray.*` keys to the `RayConfig` (how the work is spread over Ray
@@ -12,44 +13,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.capture.config import CaptureConfig
+from pipeline.config_files import read_values
 from pipeline.ray_config import RayConfig, ray_config_from_dict, refuse_top_level_ray_keys
 from pipeline.store.corpus import CORPUS_KINDS, CorpusConfig
 
 
 def _known(cls) -> list[str]:
     return [f.name for f in dataclasses.fields(cls)]
-
-
-def parse_overrides(pairs: list[str]) -> dict[str, Any]:
-    """`["hooks=[layer_1]", "corpus.path=x.jsonl"]` -> a nested dict (values parsed as YAML)."""
-    result: dict[str, Any] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--set takes key=value, got {pair!r}")
-        key, raw = pair.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else None
-        except yaml.YAMLError as e:
-            raise ValueError(f"--set {key}: {raw!r} is not a YAML value ({e})") from e
-        target = result
-        *parents, leaf = key.strip().split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-        target[leaf] = value
-    return result
-
-
-def merge_nested(base: dict[str, Any], overrides: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = merge_nested(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
@@ -86,20 +57,6 @@ def config_from_dict(values: dict[str, Any]) -> CaptureConfig:
     if isinstance(values.get("hooks"), str):
         values["hooks"] = [h.strip() for h in values["hooks"].split(",") if h.strip()]
     return CaptureConfig(**values)
-
-
-def read_values(path: str | Path | None, overrides: list[str] | None) -> dict[str, Any]:
-    """The YAML mapping in `path` (if any) with `--set key=value` overrides merged in."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(Path(path).read_text())
-        except yaml.YAMLError as e:
-            raise ValueError(f"{path} is not valid YAML: {e}") from e
-        if loaded is not None and not isinstance(loaded, dict):
-            raise ValueError(f"{path}: a config file must be a YAML mapping")
-        values = loaded or {}
-    return merge_nested(values, parse_overrides(overrides or []))
 
 
 def load_config(

@@ -9,32 +9,17 @@ that have no commit record.
 
 from __future__ import annotations
 
-import os
 from dataclasses import replace
-
-import ray
 
 from pipeline.capture.config import CaptureConfig
 from pipeline.capture.model_setup import model_path
 from pipeline.capture.prepare import prepare_capture
 from pipeline.capture.run import CaptureResult, finish, progress_meter
 from pipeline.distributed.actors import start_actor
-from pipeline.distributed.local_ray import join_ray, start_local_ray
+from pipeline.distributed.local_ray import ensure_ray
 from pipeline.distributed.planning import ray_planner
 from pipeline.distributed.pool import ActorPool, check_actor_resources
 from pipeline.ray_config import RayConfig
-
-
-def ensure_ray() -> None:
-    """Join the cluster named by RAY_ADDRESS (set inside `ray job submit`), else start a
-    local instance whose every port listens on 127.0.0.1 only (stopped at exit)."""
-    if ray.is_initialized():
-        return
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        join_ray(address, log_to_driver=True)
-        return
-    start_local_ray(log_to_driver=True)
 
 
 def check_resources(ray_config: RayConfig) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import ray
 
-from pipeline.distributed.driver import ensure_ray
+from pipeline.distributed.local_ray import ensure_ray
 from pipeline.distributed.merge import merge_in_order
 from pipeline.stats.eval import EvalSums
 from pipeline.stats.eval_replay import eval_units, plan_units

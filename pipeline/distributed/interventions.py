@@ -13,7 +13,7 @@ import os
 import ray
 
 from pipeline import faults
-from pipeline.distributed.driver import ensure_ray
+from pipeline.distributed.local_ray import ensure_ray
 from pipeline.distributed.pool import ActorPool, check_actor_resources
 from pipeline.interventions.prepare import PreparedRun, prepare_run
 from pipeline.interventions.run import InterventionResult, finish_run

@@ -56,3 +56,15 @@ def join_ray(address: str, **init_kwargs: Any):
         return ray.init(address=address, **init_kwargs)
     with single_machine():
         return ray.init(address=address, _node_ip_address="127.0.0.1", **init_kwargs)
+
+
+def ensure_ray() -> None:
+    """Join the cluster named by RAY_ADDRESS (set inside `ray job submit`), else start a
+    local instance whose every port listens on 127.0.0.1 only (stopped at exit)."""
+    if ray.is_initialized():
+        return
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        join_ray(address, log_to_driver=True)
+        return
+    start_local_ray(log_to_driver=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import ray
 
-from pipeline.distributed.driver import ensure_ray
+from pipeline.distributed.local_ray import ensure_ray
 from pipeline.distributed.merge import merge_in_order
 from pipeline.stats.features import FeatureStats
 from pipeline.stats.sae_stats import stats_for_units

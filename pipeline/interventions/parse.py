@@ -15,8 +15,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pipeline.capture.config_io import read_values
 from pipeline.checks import check_bool, check_int
+from pipeline.config_files import read_values
 from pipeline.interventions.spec import (
     OPERATIONS,
     Direction,

@@ -30,7 +30,6 @@ import numpy as np
 import torch
 from safetensors.torch import save
 
-from pipeline.capture.model_setup import weights_fingerprint
 from pipeline.interventions.commits import EFFECTS_DIR, damaged_units, make_pending
 from pipeline.interventions.spec import (
     InterventionSpec,
@@ -46,7 +45,7 @@ from pipeline.interventions.steps import (
     sae_n_latents,
 )
 from pipeline.model import LanguageModel, default_model_path
-from pipeline.model.remote import local_model_folder
+from pipeline.model.remote import local_model_folder, weights_fingerprint
 from pipeline.store.atomic import write_atomic
 from pipeline.store.layout import STORE_JSON, SUCCESS, UNITS_DIR
 from pipeline.store.location import abort_unfinished_uploads, is_url, store_path

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.capture.model_setup import weights_fingerprint
 from pipeline.file_formats import read_json
 from pipeline.interventions.prepare import store_model_path
+from pipeline.model.remote import weights_fingerprint
 from pipeline.store.reader import ActivationStore
 
 

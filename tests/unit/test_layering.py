@@ -20,7 +20,7 @@ LAYERS = (
     "store", "accumulators", "hooks", "model", "sae", "capture", "interventions", "stats", "distributed",
     "report",
 )  # fmt: skip
-SHARED = ("checks", "file_formats", "faults", "progress", "replay", "ray_config")
+SHARED = ("checks", "config_files", "file_formats", "faults", "progress", "replay", "ray_config")
 NO_TORCH = ("store",)
 
 
