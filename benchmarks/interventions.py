@@ -8,10 +8,11 @@ forward passes (no hooks, no effects) over the same batches, so the ratio is wha
 intervention machinery keeps of the model's own speed.
 
 Both sides run the same forward path, `forward_ids` (no KV cache: `use_cache=False`; the
-whole model, since the effects need its output), so the ratio compares equal work. The
-baseline runs on a second replica loaded the same way, because the worker registers its
-controllers and detectors on its own model for good and they would run in a baseline
-there too.
+whole model, since the effects need its output), on the same replica: the baseline runs
+inside `worker.hooks_removed()`, so no controller or detector of the worker runs in it.
+(A second replica loaded the same way was the baseline before; two replicas of one model
+differ by up to ~10% in speed on a loaded 2-core machine, which is larger than the
+overhead being measured.)
 
 Models: the embedded MiniLM (encoder: output cosine instead of logits) and a GPT-2-small
 shape with random weights (causal: the vocabulary-wide effects are the extra cost).
@@ -82,15 +83,12 @@ def measure(
         if lm.device.type == "cuda":
             torch.cuda.synchronize(lm.device)
 
-    bare_lm = LanguageModel.from_pretrained(
-        run.model_path, device=spec.device, dtype=run.model_dtype
-    )
-
     def bare():
-        for ids, mask in all_batches:
-            for _ in range(passes):
-                bare_lm.inference.forward_ids(ids, mask)
-        sync()
+        with worker.hooks_removed() as bare_lm:
+            for ids, mask in all_batches:
+                for _ in range(passes):
+                    bare_lm.inference.forward_ids(ids, mask)
+            sync()
 
     def intervene():
         for unit in run.units:
@@ -176,3 +174,86 @@ def run(rounds: int = 3, threads: int | None = None, device: str = "cpu") -> str
     header = ["model", "case", "forward tokens/s", "vs bare"]
     table = markdown_table(header, rows)
     return f"{setting}; tokens/s counts every forward pass\n\n{table}\n\n" + "\n".join(BREAKDOWNS)
+
+
+def run_passes(rounds: int = 9, threads: int | None = None, device: str = "cpu") -> str:
+    """`python -m jobs.benchmark interventions-passes`: one unit's passes, hook by hook.
+
+    Where an intervention's forward time goes, on MiniLM: the worker's replica with its
+    hooks removed, with only the detectors, the baseline pass and each stage; and two more
+    replicas loaded the same way, bare, to show how much two copies of one model differ.
+    Interleaved rounds, medians, seconds for one unit's batches (one pass each).
+    """
+    threads = threads or 2
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
+        store = Path(tmp) / "store"
+        capture(
+            CaptureConfig(
+                hooks=("layer_1", "layer_3"),
+                max_tokens=2048,
+                rows_per_unit=2048,
+                torch_threads=threads,
+                device=device,
+                out=str(store),
+            ),
+            progress=False,
+        )
+        spec = spec_from_dict(
+            {
+                "store": str(store),
+                "out": str(Path(tmp) / "effects"),
+                "steps": STEPS,
+                "measure": ["layer_1", "layer_3"],
+                "torch_threads": threads,
+                "device": device,
+            }
+        )
+        run = prepare_run(spec)
+        worker = InterventionWorker(run)
+        unit_batches = [
+            (b.ids_BT.to(worker.lm.device), b.mask_BT.to(worker.lm.device))
+            for b in batches(unit_windows(worker.store, run.units[0]), 8, worker.lm.pad_token_id)
+        ]
+        others = [
+            LanguageModel.from_pretrained(run.model_path, device=device, dtype=run.model_dtype)
+            for _ in range(2)
+        ]
+
+        def passes(lm):
+            for ids, mask in unit_batches:
+                lm.inference.forward_ids(ids, mask)
+
+        def hooks_removed():
+            with worker.hooks_removed() as lm:
+                passes(lm)
+
+        def detectors_only():
+            for controller in worker.controllers:
+                controller.disable()
+            passes(worker.lm)
+
+        def stage(enabled: int):
+            def case():
+                for ids, mask in unit_batches:
+                    worker._forward(ids, mask, enabled=enabled)
+
+            return case
+
+        cases = {
+            "worker's replica, hooks removed": hooks_removed,
+            "the same, detectors only (controllers off)": detectors_only,
+            "baseline pass (detectors on, every step off)": stage(0),
+            "stage 1 (scale at layer_1)": stage(1),
+            "stage 2 (+ mean ablation at layer_3, 3 positions)": stage(2),
+            "a second replica, no hooks": lambda: passes(others[0]),
+            "a third replica, no hooks": lambda: passes(others[1]),
+        }
+        timings = interleaved(cases, rounds=rounds)
+        worker.close()
+    base = timings["worker's replica, hooks removed"].median
+    rows = [[name, t.median, base / t.median] for name, t in timings.items()]
+    header = ["case (MiniLM, one pass per batch)", "seconds per unit", "hooks removed / this"]
+    return f"CPU, {threads} threads, one unit of 2048 tokens, batch 8 x 128\n\n" + markdown_table(
+        header, rows
+    )

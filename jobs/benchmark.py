@@ -21,6 +21,7 @@ SUITES = {
     "memory": "benchmarks.memory",
     "capture-ab": "benchmarks.capture:run_pipelining_ab",
     "interventions": "benchmarks.interventions",
+    "interventions-passes": "benchmarks.interventions:run_passes",
     "sae-stats": "benchmarks.sae_stats",
     "scale": "benchmarks.scale",
     "scale-e2e": "benchmarks.scale_e2e",

@@ -78,6 +78,12 @@ class InterventionWorker:
         self.trackers = load_trackers(self.spec.track, self.lm)
         watched = dict.fromkeys([*run.measure, *(t.layer for t in self.spec.track)])
         self.detectors = {layer: LatestOutput(layer) for layer in watched}
+        self._vocab = effects.VocabBuffers()  # the causal effects' [B, T, V] tensors
+        self._hook_ids: list[str] = []
+        self._attach()
+
+    def _attach(self) -> None:
+        """Register the controllers, then the detectors (so they see the edits)."""
         self._hook_ids = [
             self.lm.layers.register_hook(hook.layer_signature, hook)
             for hook in [*self.controllers, *self.detectors.values()]
@@ -87,6 +93,16 @@ class InterventionWorker:
         """Remove this worker's hooks from the model (safe to call twice)."""
         while self._hook_ids:
             self.lm.layers.unregister_hook(self._hook_ids.pop())
+
+    @contextmanager
+    def hooks_removed(self):
+        """The worker's model as loaded, without its hooks, for the block: bare passes on
+        the same replica (what the interventions benchmark compares with)."""
+        self.close()
+        try:
+            yield self.lm
+        finally:
+            self._attach()
 
     def __enter__(self) -> InterventionWorker:
         return self
@@ -168,7 +184,7 @@ class InterventionWorker:
                 out=out,
                 acts=acts,
                 codes=self._tracked(acts),
-                next_token=effects.next_token_baseline(out, ids_BT, mask_BT)
+                next_token=effects.next_token_baseline(out, ids_BT, mask_BT, self._vocab)
                 if self.run.causal
                 else None,
             )
@@ -200,7 +216,9 @@ class InterventionWorker:
         columns: dict[str, torch.Tensor] = {}
         if base.next_token is not None:
             columns.update(
-                effects.next_token_effects(base.next_token, out, base.ids_BT, base.mask_BT)
+                effects.next_token_effects(
+                    base.next_token, out, base.ids_BT, base.mask_BT, self._vocab
+                )
             )
         else:
             columns["output_cos"] = effects.cosine(base.out, out)

@@ -541,3 +541,37 @@ def test_an_output_path_under_a_file_is_refused_before_the_model_loads(setup, tm
     spec = spec_from_dict({"store": str(setup / "store"), "out": str(out), "steps": STEPS})
     with pytest.raises(OutputFolderError, match=r"is not a writable folder \(.*file is a file\)"):
         run_interventions(spec, progress=False)
+
+
+def test_the_worker_removes_its_hooks_for_a_bare_block_and_on_close(setup, tiny_lm):
+    """A worker's hooks stay on its model while it lives; `hooks_removed()` gives the
+    model bare for a block (the benchmark's baseline) and puts them back; `with` removes
+    them for good, so a notebook's model is left as it was."""
+    from pipeline.interventions.prepare import prepare_run
+    from pipeline.interventions.worker import InterventionWorker
+
+    spec = spec_from_dict(
+        {
+            "store": str(setup / "store"),
+            "out": str(setup / "worker-hooks"),
+            "steps": [{"layer": "layer_1", "scale": 0.5}],
+            "measure": ["layer_3"],
+        }
+    )
+    ids_BT = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        bare = tiny_lm.model(input_ids=ids_BT, use_cache=False).logits
+    with InterventionWorker(prepare_run(spec)) as worker:
+        lm = worker.lm
+        hooked = {hook.id for hook in lm.layers.registered()}
+        assert hooked == {c.id for c in worker.controllers} | {
+            d.id for d in worker.detectors.values()
+        }
+        with worker.hooks_removed() as model:
+            assert model is lm and lm.layers.registered() == []
+            assert torch.equal(model.inference.forward_ids(ids_BT).logits, bare)
+        assert {hook.id for hook in lm.layers.registered()} == hooked
+        scaled, _ = worker._forward(ids_BT, torch.ones_like(ids_BT), enabled=1)
+        assert not torch.equal(scaled, bare)
+    assert lm.layers.registered() == []
+    assert torch.equal(lm.inference.forward_ids(ids_BT).logits, bare)

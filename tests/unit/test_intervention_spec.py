@@ -296,6 +296,26 @@ def test_kl_is_zero_for_equal_logits_and_matches_torch():
     torch.testing.assert_close(got, expected)
 
 
+def test_reused_vocabulary_buffers_give_the_same_effects_batch_after_batch():
+    """The worker computes log-probs into buffers it keeps; a smaller last batch and a
+    bfloat16 model must give exactly what fresh tensors give."""
+    buffers = effects.VocabBuffers()
+    for batch, dtype in ((3, torch.float32), (2, torch.bfloat16), (3, torch.float32)):
+        logits = (torch.randn(batch, 6, 13) * 4).to(dtype)
+        other = (logits.float() + torch.randn(batch, 6, 13)).to(dtype)
+        ids = torch.randint(0, 13, (batch, 6))
+        mask = torch.ones(batch, 6, dtype=torch.long)
+        mask[-1, 4:] = 0
+        fresh = effects.next_token_effects(
+            effects.next_token_baseline(logits, ids, mask), other, ids, mask
+        )
+        base = effects.next_token_baseline(logits, ids, mask, buffers)
+        reused = effects.next_token_effects(base, other, ids, mask, buffers)
+        assert base.logp_BTV.shape == (batch, 6, 13) and base.logp_BTV.is_contiguous()
+        for name, values in fresh.items():
+            assert torch.equal(reused[name].nan_to_num(-1), values.nan_to_num(-1)), name
+
+
 def test_next_token_loss_is_cross_entropy_of_the_following_token_and_nan_at_the_end():
     logits = torch.randn(1, 4, 7)
     ids = torch.tensor([[1, 2, 3, 0]])
